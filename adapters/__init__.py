@@ -1,0 +1,3 @@
+"""Victim adapters (PyTorch, scikit-learn) and data sources; importing registers them."""
+
+from . import data, sklearn_victim, torch_victim  # noqa: F401  (registration side effects)

@@ -1,0 +1,7 @@
+"""python -m stealcheck"""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,3 @@
+"""Extraction attacks (ART's, wrapped, and our own ART-style ones); importing registers them."""
+
+from . import art_extraction  # noqa: F401  (registration side effects)

@@ -1,0 +1,197 @@
+"""ART's KnockoffNets and CopycatCNN as stealcheck attacks, with budget checkpoints.
+
+Random KnockoffNets and CopycatCNN are called as ART ships them, once per checkpoint, on a
+seeded permutation of the attacker's pool cut to the budget: the inputs queried at a smaller
+checkpoint are a prefix of those at a larger one, and the attacker's :class:`CachingClient`
+pays for each input once, so the oracle counts exactly the largest budget in the end.
+
+The adaptive strategy runs in :class:`RobustKnockoffNets`, a subclass of ART's KnockoffNets.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Literal
+
+import numpy as np
+from art.attacks.extraction import CopycatCNN, KnockoffNets
+from pydantic import BaseModel, ConfigDict, Field
+
+from stealcheck.oracle import CachingClient
+from stealcheck.registry import attacks
+from stealcheck.thief import ThiefClassifier
+
+from .base import AttackContext, seed_everything
+
+
+class RobustKnockoffNets(KnockoffNets):
+    """ART's ``KnockoffNets`` whose adaptive strategy is safe to run on any victim and pool.
+
+    What differs from ART 1.20.1, and why:
+
+    * the proxy labels ``y`` may be any label set: they are mapped to 0..K-1 (ART needs
+      contiguous labels and fails or samples the wrong class otherwise);
+    * the reward is made finite and clipped to ``[-reward_clip, reward_clip]`` (ART's ``all``
+      reward divides by a running standard deviation that can be 0, giving inf/NaN, and the
+      bandit's preferences then overflow ``exp``); the bandit's softmax is computed stably;
+    * the ``loss`` reward compares the served probabilities with the softmax of the thief's
+      logits (ART applies a softmax to the victim's probabilities as if they were logits);
+    * ``use_probability`` is honoured (ART's adaptive loop always trains on hard labels);
+    * the online single-sample thief updates are made only for the rewards that read the thief
+      (``loss``, ``all``); at each checkpoint of ``checkpoints`` the thief is trained on all
+      answers so far, which is what ART does once at the end.
+    """
+
+    attack_params = KnockoffNets.attack_params + ["reward_clip", "checkpoints"]
+
+    def __init__(self, classifier, batch_size_fit: int = 1, batch_size_query: int = 1, nb_epochs: int = 10,
+                 nb_stolen: int = 1, sampling_strategy: str = "adaptive", reward: str = "all",
+                 verbose: bool = False, use_probability: bool = False, reward_clip: float = 10.0,
+                 checkpoints: list[int] | None = None) -> None:
+        self.reward_clip = reward_clip
+        self.checkpoints = sorted(checkpoints) if checkpoints else [nb_stolen]
+        super().__init__(classifier=classifier, batch_size_fit=batch_size_fit, batch_size_query=batch_size_query,
+                         nb_epochs=nb_epochs, nb_stolen=nb_stolen, sampling_strategy=sampling_strategy,
+                         reward=reward, verbose=verbose, use_probability=use_probability)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not self.reward_clip > 0:
+            raise ValueError(f"The 'reward_clip' parameter of RobustKnockoffNets must be positive. "
+                             f"Got {self.reward_clip} instead.")
+        if any(c <= 0 or c > self.nb_stolen for c in self.checkpoints):
+            raise ValueError(f"The 'checkpoints' parameter of RobustKnockoffNets must lie in [1, nb_stolen="
+                             f"{self.nb_stolen}]. Got {self.checkpoints} instead.")
+
+    def _reward(self, y_output: np.ndarray, y_hat: np.ndarray, n: int) -> float:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            reward = float(np.mean(super()._reward(y_output, y_hat, n)))
+        reward = np.nan_to_num(reward, nan=0.0, posinf=self.reward_clip, neginf=-self.reward_clip)
+        return float(np.clip(reward, -self.reward_clip, self.reward_clip))
+
+    def _reward_loss(self, y_output: np.ndarray, y_hat: np.ndarray) -> float:
+        probs_output = np.clip(y_output[0], 0.0, 1.0)
+        logits = y_hat[0] - np.max(y_hat[0])
+        log_probs_hat = logits - np.log(np.sum(np.exp(logits)))
+        return float(-np.sum(probs_output * log_probs_hat))
+
+    def adaptive_steps(self, x: np.ndarray, y: np.ndarray, thieved_classifier: ThiefClassifier
+                       ) -> Iterator[tuple[int, ThiefClassifier]]:
+        """The bandit loop; yields (queries so far, thief) at each checkpoint."""
+        y = np.argmax(y, axis=1) if y.ndim == 2 else y
+        _, y_index = np.unique(y, return_inverse=True)
+        nb_actions = int(y_index.max()) + 1
+        if self.reward in ("div", "all"):
+            self.y_avg = np.zeros(self.estimator.nb_classes)
+        if self.reward == "all":
+            self.reward_avg = np.zeros(3)
+            self.reward_var = np.zeros(3)
+        uses_thief = self.reward in ("loss", "all")
+        h_func = np.zeros(nb_actions)
+        pulls = np.zeros(nb_actions)
+        probs = np.full(nb_actions, 1.0 / nb_actions)
+        selected_x, answers = [], []
+        avg_reward = 0.0
+        pending = list(self.checkpoints)
+        from tqdm.auto import trange
+
+        for iteration in trange(1, self.nb_stolen + 1, desc="knockoff adaptive", disable=not self.verbose,
+                                leave=False):
+            action = int(np.random.choice(nb_actions, p=probs))
+            sampled_x = self._sample_data(x, y_index, action)
+            y_output = self.estimator.predict(x=sampled_x[None], batch_size=1)
+            served = y_output if self.use_probability else np.eye(self.estimator.nb_classes)[np.argmax(y_output, 1)]
+            selected_x.append(sampled_x)
+            answers.append(served[0])
+            y_hat = np.zeros_like(y_output)
+            if uses_thief:
+                thieved_classifier.fit(x=sampled_x[None], y=served, batch_size=1, nb_epochs=1)
+                y_hat = thieved_classifier.predict(x=sampled_x[None], batch_size=1)
+            reward = self._reward(y_output, y_hat, iteration)
+            avg_reward += (reward - avg_reward) / iteration
+            pulls[action] += 1
+            step = (reward - avg_reward) / pulls[action]
+            h_func -= step * probs
+            h_func[action] += step
+            z = np.exp(h_func - h_func.max())
+            probs = z / z.sum()
+            if pending and iteration == pending[0]:
+                pending.pop(0)
+                thieved_classifier.fit(x=np.asarray(selected_x), y=np.asarray(answers),
+                                       batch_size=self.batch_size_fit, nb_epochs=self.nb_epochs)
+                yield iteration, thieved_classifier
+
+    def _adaptive_extraction(self, x: np.ndarray, y: np.ndarray, thieved_classifier):
+        for _ in self.adaptive_steps(x, y, thieved_classifier):
+            pass
+        return thieved_classifier
+
+
+class KnockoffParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    strategy: Literal["random", "adaptive"] = Field("random", description="random sampling of the pool, or the "
+                                                     "adaptive gradient bandit over the pool's labels")
+    reward: Literal["cert", "div", "loss", "all"] = Field("all", description="adaptive reward")
+    use_probability: bool = Field(True, description="train on the served probabilities (false: on top-1 labels)")
+    batch_size_query: int = Field(256, gt=0, description="inputs per query batch sent to the victim")
+
+
+def _prefix_attack(ctx: AttackContext, make_art_attack) -> Iterator[tuple[int, ThiefClassifier]]:
+    """Run an ART attack once per checkpoint on nested prefixes of a seeded permutation of the pool."""
+    seed_everything(ctx.seed)
+    order = np.random.default_rng(ctx.seed).permutation(len(ctx.pool))
+    client = CachingClient(ctx.oracle)
+    thief = ctx.make_thief()
+    for i, budget in enumerate(ctx.budgets):
+        if i > 0 and not ctx.thief_spec.warm_start:
+            thief = ctx.make_thief()
+        attack = make_art_attack(client, budget)
+        thief = attack.extract(x=ctx.pool.x[order[:budget]], thieved_classifier=thief)
+        yield budget, thief
+
+
+@attacks.register("knockoff", params=KnockoffParams,
+                  needs_output=lambda p: "probabilities" if p.use_probability else None,
+                  needs_labels=lambda p: p.strategy == "adaptive")
+class KnockoffAttack:
+    """KnockoffNets (Orekondy et al. 2019) from ART: query a natural proxy pool, train on the answers."""
+
+    def __init__(self, params: KnockoffParams):
+        self.params = params
+
+    def run(self, ctx: AttackContext) -> Iterator[tuple[int, ThiefClassifier]]:
+        p, spec = self.params, ctx.thief_spec
+        if p.strategy == "random":
+            yield from _prefix_attack(ctx, lambda client, budget: KnockoffNets(
+                classifier=client, batch_size_fit=spec.batch_size, batch_size_query=p.batch_size_query,
+                nb_epochs=spec.epochs, nb_stolen=budget, sampling_strategy="random",
+                use_probability=p.use_probability))
+            return
+        if ctx.pool.y is None:
+            raise ValueError("adaptive KnockoffNets needs a labelled attacker pool")
+        seed_everything(ctx.seed)
+        attack = RobustKnockoffNets(
+            classifier=ctx.oracle, batch_size_fit=spec.batch_size, batch_size_query=1, nb_epochs=spec.epochs,
+            nb_stolen=max(ctx.budgets), sampling_strategy="adaptive", reward=p.reward,
+            use_probability=p.use_probability, checkpoints=ctx.budgets, verbose=ctx.progress)
+        yield from attack.adaptive_steps(ctx.pool.x, ctx.pool.y, ctx.make_thief())
+
+
+class CopycatParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    use_probability: bool = Field(False, description="train on probabilities instead of the paper's hard labels")
+    batch_size_query: int = Field(256, gt=0, description="inputs per query batch sent to the victim")
+
+
+@attacks.register("copycat", params=CopycatParams,
+                  needs_output=lambda p: "probabilities" if p.use_probability else None)
+class CopycatAttack:
+    """CopycatCNN (Correia-Silva et al. 2018) from ART: label non-problem-domain images with the victim's top class."""
+
+    def __init__(self, params: CopycatParams):
+        self.params = params
+
+    def run(self, ctx: AttackContext) -> Iterator[tuple[int, ThiefClassifier]]:
+        p, spec = self.params, ctx.thief_spec
+        yield from _prefix_attack(ctx, lambda client, budget: CopycatCNN(
+            classifier=client, batch_size_fit=spec.batch_size, batch_size_query=p.batch_size_query,
+            nb_epochs=spec.epochs, nb_stolen=budget, use_probability=p.use_probability))

@@ -1,0 +1,171 @@
+"""The ``stealcheck`` command line: run, validate, list, report.
+
+Exit codes: 0 success; 1 the run finished but an expectation gate failed; 2 invalid input
+(scenario, file, incompatible choices); 3 the run itself failed (see summary.json and run.log);
+130 interrupted (the run folder is kept: resume with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import ScenarioError
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_INVALID, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+LIST_KINDS = ("attacks", "defences", "detectors", "victims", "data", "metrics")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stealcheck", description="Model-extraction security evaluation harness "
+                                "(built on the Adversarial Robustness Toolbox).")
+    p.add_argument("--version", action="version", version=f"stealcheck {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a scenario and write its report")
+    run.add_argument("scenario", help="scenario YAML file, or the name of a built-in scenario (e.g. quickstart)")
+    run.add_argument("--out", metavar="DIR", help="run folder (default: <output.dir>/<name>/<timestamp>)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run (the one in --out, else the latest unfinished one)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    val = sub.add_parser("validate", help="check a scenario completely without running it")
+    val.add_argument("scenario")
+    val.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    lst = sub.add_parser("list", help="list registered plugins and their parameters")
+    lst.add_argument("kind", nargs="?", choices=LIST_KINDS, help="only this kind of plugin")
+    lst.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    rep = sub.add_parser("report", help="rebuild report.html of a run folder from its results (no re-run)")
+    rep.add_argument("run_dir")
+    rep.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def resolve_scenario_path(name: str) -> Path:
+    """A path, or the name of a scenario shipped in stealcheck.scenarios."""
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name:
+        return path
+    from importlib import resources
+
+    shipped = resources.files("stealcheck.scenarios") / f"{name}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    return path
+
+
+def shipped_scenarios() -> list[str]:
+    from importlib import resources
+
+    return sorted(p.name[:-5] for p in resources.files("stealcheck.scenarios").iterdir() if p.name.endswith(".yaml"))
+
+
+def cmd_validate(args) -> int:
+    from .scenario import load_scenario
+
+    scenario = load_scenario(resolve_scenario_path(args.scenario))
+    print(f"{args.scenario}: valid. {len(scenario.attacks)} attack(s) x {len(scenario.defences)} defence(s) x "
+          f"{len(scenario.model.seeds)} seed(s), budgets {scenario.model.budgets}, "
+          f"{len(scenario.model.expect)} gate(s).")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from .gates import format_gate_table
+    from .runner import run_scenario
+    from .scenario import load_scenario
+
+    scenario = load_scenario(resolve_scenario_path(args.scenario))
+    try:
+        outcome = run_scenario(scenario, out_dir=args.out, resume=args.resume, quiet=args.quiet)
+    except ScenarioError:
+        raise
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"stealcheck: the run failed: {type(exc).__name__}: {exc}\n(see the run folder's summary.json and "
+              "run.log; --debug shows the traceback)", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    print(f"run folder: {outcome.run_dir}")
+    print(f"report:     {outcome.run_dir / 'report.html'}")
+    if outcome.gates:
+        print(format_gate_table(outcome.gates))
+    if outcome.status == "partial":
+        print(f"the run was interrupted; continue it with: stealcheck run {args.scenario} --resume "
+              f"--out {outcome.run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not outcome.gates_passed:
+        failed = sum(not g.passed for g in outcome.gates)
+        print(f"{failed} expectation gate(s) failed.", file=sys.stderr)
+        return EXIT_GATE_FAILED
+    return EXIT_OK
+
+
+def cmd_list(args) -> int:
+    from . import registry
+
+    kinds = [args.kind] if args.kind else list(LIST_KINDS)
+    for kind in kinds:
+        reg = registry.REGISTRIES[kind]
+        print(f"{kind}:")
+        items = reg.items()
+        if not items:
+            print("  (none yet)")
+        for info in items:
+            print(f"  {info.name:<18} {info.description}")
+            for pname, tname, default, desc in info.param_table():
+                print(f"      {pname}: {tname} = {default}" + (f"  -- {desc}" if desc else ""))
+        print()
+    if not args.kind:
+        print("shipped scenarios: " + ", ".join(shipped_scenarios()))
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from .reports import build_report
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise ScenarioError(f"run folder not found: {run_dir}")
+    path = build_report(run_dir)
+    print(f"report: {path}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_INVALID
+    handlers = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "report": cmd_report}
+    try:
+        return handlers[args.command](args)
+    except ScenarioError as exc:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"stealcheck: error: {exc.format()}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("stealcheck: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `stealcheck list | head`: the reader left, nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Expectation gates: evaluated on the results at the end of a run; JUnit XML for CI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+import pandas as pd
+
+from .scenario import Gate
+
+
+@dataclass
+class GateResult:
+    """The outcome of one gate: every matching cell's mean over seeds, and whether all are in bounds."""
+
+    name: str
+    metric: str
+    min: float | None
+    max: float | None
+    passed: bool
+    observed: list[dict]  # [{"defence", "attack", "budget", "value"}]
+    detail: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_gate(gate: Gate, frame: pd.DataFrame, attack_plugins: dict[str, str],
+                  defence_plugins: dict[str, str], budgets: list[int]) -> GateResult:
+    """Check ``gate`` against ``frame`` (results.csv). No matching result is a failure."""
+    rows = frame[frame["metric"] == gate.metric]
+    if gate.defence is not None:
+        rows = rows[[d == gate.defence or defence_plugins.get(d) == gate.defence for d in rows["defence"]]]
+    if gate.attack is not None:
+        rows = rows[[a == gate.attack or attack_plugins.get(a) == gate.attack for a in rows["attack"]]]
+    scope_is_extraction = rows["kind"].eq("extraction").any() if len(rows) else True
+    if scope_is_extraction:
+        budget = gate.budget if gate.budget is not None else max(budgets)
+        rows = rows[pd.to_numeric(rows["budget"], errors="coerce") == budget]
+    observed = []
+    if len(rows):
+        keys = ["defence", "attack", "budget"]
+        grouped = rows.assign(attack=rows["attack"].fillna(""), budget=rows["budget"].fillna("")) \
+            .groupby(keys, sort=True)["value"].mean()
+        for (defence, attack, budget), value in grouped.items():
+            observed.append({"defence": defence, "attack": attack or None,
+                             "budget": int(float(budget)) if budget != "" else None, "value": float(value)})
+    failures = [o for o in observed
+                if not np.isfinite(o["value"])
+                or (gate.min is not None and o["value"] < gate.min)
+                or (gate.max is not None and o["value"] > gate.max)]
+    if not observed:
+        detail = "no results matched this gate (did the run finish?)"
+    elif failures:
+        detail = "; ".join(f"{o['attack'] or '-'} vs {o['defence']} @ {o['budget']}: {o['value']:.4f}" for o in failures)
+    else:
+        detail = "; ".join(f"{o['attack'] or '-'} vs {o['defence']} @ {o['budget']}: {o['value']:.4f}" for o in observed)
+    return GateResult(gate.label(), gate.metric, gate.min, gate.max, bool(observed) and not failures,
+                      observed, detail)
+
+
+def write_junit(results: list[GateResult], path: Path, suite: str) -> None:
+    """One <testcase> per gate; a failed gate carries a <failure> with the observed values."""
+    failures = sum(not r.passed for r in results)
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
+             f'<testsuite name={quoteattr("stealcheck." + suite)} tests="{len(results)}" failures="{failures}" '
+             f'errors="0">']
+    for r in results:
+        lines.append(f'  <testcase classname={quoteattr("stealcheck." + suite)} name={quoteattr(r.name)}>')
+        if not r.passed:
+            lines.append(f'    <failure message={quoteattr(r.detail)}>{escape(r.detail)}</failure>')
+        else:
+            lines.append(f"    <system-out>{escape(r.detail)}</system-out>")
+        lines.append("  </testcase>")
+    lines.append("</testsuite>")
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def format_gate_table(results: list[GateResult]) -> str:
+    """A plain-text table for the terminal."""
+    if not results:
+        return ""
+    width = max(len(r.name) for r in results)
+    lines = [f"{'gate'.ljust(width)}  result  observed"]
+    for r in results:
+        lines.append(f"{r.name.ljust(width)}  {'PASS' if r.passed else 'FAIL':6}  {r.detail}")
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""Metrics, registered by name. Each is a function of an evaluation context returning a float.
+
+``scope="extraction"`` metrics are computed for every thief at every checkpoint;
+``scope="utility"`` metrics once per defence (the cost of a defence to honest users).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .registry import NoParams, metrics
+
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class ExtractionEval:
+    """Victim (raw, undefended) and thief probabilities on the test set and on uniform inputs."""
+
+    victim_test: np.ndarray
+    thief_test: np.ndarray
+    y_test: np.ndarray | None
+    victim_unif: np.ndarray | None
+    thief_unif: np.ndarray | None
+    queries_used: int
+
+
+@dataclass(frozen=True)
+class UtilityEval:
+    """The victim's raw and defended outputs on the test set."""
+
+    raw_test: np.ndarray
+    defended_test: np.ndarray
+    y_test: np.ndarray | None
+
+
+def agreement(p: np.ndarray, q: np.ndarray) -> float:
+    """Share of rows whose top classes agree."""
+    return float(np.mean(np.argmax(p, axis=1) == np.argmax(q, axis=1)))
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    """Mean over rows of 0.5 * sum |p - q| (Tramèr et al.'s R)."""
+    return float(np.mean(0.5 * np.abs(p - q).sum(axis=1)))
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    """Mean over rows of KL(p || q) in nats, with probabilities clipped at 1e-12."""
+    p = np.clip(p, _EPS, 1.0)
+    q = np.clip(q, _EPS, 1.0)
+    p = p / p.sum(axis=1, keepdims=True)
+    q = q / q.sum(axis=1, keepdims=True)
+    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
+
+
+def accuracy(p: np.ndarray, y: np.ndarray | None) -> float:
+    if y is None:
+        return float("nan")
+    return float(np.mean(np.argmax(p, axis=1) == y))
+
+
+@metrics.register("fidelity", scope="extraction")
+def fidelity(ev: ExtractionEval) -> float:
+    """Label agreement between thief and (undefended) victim on the test set (higher = better copy)."""
+    return agreement(ev.thief_test, ev.victim_test)
+
+
+@metrics.register("accuracy", scope="extraction")
+def thief_accuracy(ev: ExtractionEval) -> float:
+    """Thief accuracy on the test set's true labels."""
+    return accuracy(ev.thief_test, ev.y_test)
+
+
+@metrics.register("r_test", scope="extraction")
+def r_test(ev: ExtractionEval) -> float:
+    """Mean total-variation distance thief vs victim on the test set (Tramèr's R_test; lower = better copy)."""
+    return total_variation(ev.thief_test, ev.victim_test)
+
+
+@metrics.register("r_unif", scope="extraction")
+def r_unif(ev: ExtractionEval) -> float:
+    """Mean total-variation distance thief vs victim on uniform random inputs (Tramèr's R_unif)."""
+    if ev.victim_unif is None or ev.thief_unif is None:
+        return float("nan")
+    return total_variation(ev.thief_unif, ev.victim_unif)
+
+
+@metrics.register("fidelity_unif", scope="extraction")
+def fidelity_unif(ev: ExtractionEval) -> float:
+    """Label agreement thief vs victim on uniform random inputs."""
+    if ev.victim_unif is None or ev.thief_unif is None:
+        return float("nan")
+    return agreement(ev.thief_unif, ev.victim_unif)
+
+
+@metrics.register("kl", scope="extraction")
+def kl(ev: ExtractionEval) -> float:
+    """Mean KL(victim || thief) on the test set, in nats."""
+    return kl_divergence(ev.victim_test, ev.thief_test)
+
+
+@metrics.register("queries_used", scope="extraction")
+def queries_used(ev: ExtractionEval) -> float:
+    """Queries the attack had spent at this checkpoint (counted at the oracle)."""
+    return float(ev.queries_used)
+
+
+@metrics.register("victim_accuracy", scope="utility")
+def victim_accuracy(ev: UtilityEval) -> float:
+    """Accuracy of the defended answers on the test set (what honest users get)."""
+    return accuracy(ev.defended_test, ev.y_test)
+
+
+@metrics.register("output_distortion", scope="utility")
+def output_distortion(ev: UtilityEval) -> float:
+    """Mean L1 distance between defended and raw probability vectors on the test set."""
+    return float(np.mean(np.abs(ev.defended_test - ev.raw_test).sum(axis=1)))
+
+
+@metrics.register("label_change_rate", scope="utility")
+def label_change_rate(ev: UtilityEval) -> float:
+    """Share of test inputs whose top class the defence changed."""
+    return 1.0 - agreement(ev.defended_test, ev.raw_test)
+
+
+# Metrics written by the runner itself (not computed from an evaluation context).
+@metrics.register("attack_seconds", scope="extraction", computed_by_runner=True)
+def attack_seconds(ev: ExtractionEval) -> float:
+    """Wall time of the attack up to this checkpoint, thief training included (written by the runner)."""
+    return float("nan")
+
+
+def metric_scope(name: str) -> str:
+    return metrics.get(name).meta["scope"]
+
+
+__all__ = ["ExtractionEval", "UtilityEval", "NoParams"]

@@ -1,0 +1,142 @@
+"""The oracle: the only door between an attacker and the (defended) victim.
+
+It counts every query (one query = one input sample), refuses queries past the budget,
+applies the defences and the API's output mode, and records per client id what was asked,
+so detectors and per-client defences (PRADA, rate limits) can see who asked what.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+from art.estimators.classification import BlackBoxClassifier
+
+from .errors import BudgetExceededError
+
+
+def apply_output_mode(probs: np.ndarray, mode: str, top_k: int = 1) -> np.ndarray:
+    """Shape what the API returns: full probabilities, the top-k only, or a one-hot label.
+
+    Row-wise on batches (ART's ``ClassLabels`` postprocessor marks every row's winner in all rows
+    of a batch, so the label mode is ours). ``top_k`` keeps the k largest probabilities and zeros
+    the rest (not renormalised: that is what such APIs return).
+    """
+    probs = np.asarray(probs)
+    if mode == "probabilities":
+        return probs
+    if mode == "label":
+        out = np.zeros_like(probs)
+        out[np.arange(len(probs)), np.argmax(probs, axis=1)] = 1.0
+        return out
+    if mode == "top_k":
+        k = min(top_k, probs.shape[1])
+        keep = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        out = np.zeros_like(probs)
+        rows = np.arange(len(probs))[:, None]
+        out[rows, keep] = probs[rows, keep]
+        return out
+    raise ValueError(f"unknown output mode {mode!r}; expected probabilities, top_k or label")
+
+
+@dataclass
+class ClientRecord:
+    """What one client sent: query count, and the inputs themselves when recording is on."""
+
+    queries: int = 0
+    batches: list[np.ndarray] = field(default_factory=list)
+
+    def inputs(self) -> np.ndarray:
+        return np.concatenate(self.batches) if self.batches else np.empty((0,))
+
+
+class Oracle(BlackBoxClassifier):
+    """An ART ``BlackBoxClassifier`` over the defended victim that counts and records queries.
+
+    ``victim_predict`` returns the victim's raw probabilities; ``postprocessors`` (callables on
+    probability arrays, e.g. ART postprocessors) are applied in order, then the output mode.
+    ``predict`` raises :class:`BudgetExceededError` — before answering anything — when a batch
+    would take the client past ``budget``.
+    """
+
+    def __init__(self, victim_predict: Callable[[np.ndarray], np.ndarray], input_shape: tuple[int, ...],
+                 nb_classes: int, clip_values: tuple[float, float], *,
+                 postprocessors: Sequence[Callable[[np.ndarray], np.ndarray]] = (),
+                 output_mode: str = "probabilities", top_k: int = 1, budget: int | None = None,
+                 record_inputs: bool = True, client_id: str = "attacker"):
+        super().__init__(predict_fn=self._answer, input_shape=tuple(input_shape), nb_classes=nb_classes,
+                         clip_values=clip_values)
+        self._victim_predict = victim_predict
+        self.postprocessors = list(postprocessors)
+        self.output_mode = output_mode
+        self.top_k = top_k
+        self.budget = budget
+        self.record_inputs = record_inputs
+        self.client_id = client_id
+        self.clients: dict[str, ClientRecord] = {}
+
+    # ART calls predict(x, batch_size=...) on a classifier.
+    def predict(self, x: np.ndarray, batch_size: int = 128, client_id: str | None = None, **kwargs) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[1:] != tuple(self.input_shape):
+            raise ValueError(f"query shape {x.shape[1:]} does not match the victim's input {tuple(self.input_shape)}")
+        cid = client_id or self.client_id
+        record = self.clients.setdefault(cid, ClientRecord())
+        if self.budget is not None and record.queries + len(x) > self.budget:
+            raise BudgetExceededError(
+                f"client '{cid}' asked for {len(x)} more queries with {record.queries} of {self.budget} used")
+        record.queries += len(x)
+        if self.record_inputs:
+            record.batches.append(x.copy())
+        return self._answer(x)
+
+    def _answer(self, x: np.ndarray) -> np.ndarray:
+        probs = self._victim_predict(x)
+        for post in self.postprocessors:
+            probs = post(probs)
+        return apply_output_mode(probs, self.output_mode, self.top_k).astype(np.float32)
+
+    @property
+    def queries_used(self) -> int:
+        """Queries of the default client."""
+        return self.clients.get(self.client_id, ClientRecord()).queries
+
+    @property
+    def total_queries(self) -> int:
+        return sum(r.queries for r in self.clients.values())
+
+
+class CachingClient(BlackBoxClassifier):
+    """The attacker's side of the wire: remembers answers, so an input is paid for once.
+
+    Attacks that re-fit at each budget checkpoint ask again for a prefix they already bought;
+    a real attacker keeps those answers, and so does this client. Quacks like an ART classifier
+    for the attack: an ART classifier itself.
+    """
+
+    def __init__(self, oracle: Oracle):
+        super().__init__(predict_fn=self.predict, input_shape=tuple(oracle.input_shape),
+                         nb_classes=oracle.nb_classes, clip_values=oracle.clip_values)
+        self.oracle = oracle
+        self._answers: dict[bytes, np.ndarray] = {}
+
+    @staticmethod
+    def _key(row: np.ndarray) -> bytes:
+        return hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+
+    def predict(self, x: np.ndarray, batch_size: int = 128, **kwargs) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        keys = [self._key(row) for row in x]
+        missing = [i for i, k in enumerate(keys) if k not in self._answers]
+        if missing:
+            # Deduplicate within the batch too: one query per distinct input.
+            first: dict[bytes, int] = {}
+            for i in missing:
+                first.setdefault(keys[i], i)
+            idx = list(first.values())
+            answers = self.oracle.predict(x[idx], batch_size=batch_size)
+            for i, a in zip(idx, answers):
+                self._answers[keys[i]] = a
+        return np.stack([self._answers[k] for k in keys]) if keys else np.empty((0, self.oracle.nb_classes))

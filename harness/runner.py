@@ -1,0 +1,334 @@
+"""Runs a validated scenario: builds the victim, serves it through each defence, runs each
+attack at every budget checkpoint and seed, streams results to the run folder, then checks
+the gates and writes the report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm.auto import tqdm
+
+from . import registry
+from .attacks.base import AttackContext
+from .cache import Cache
+from .datasets import DataContext, Dataset
+from .errors import ScenarioError
+from .gates import GateResult, evaluate_gate, format_gate_table, write_junit
+from .metrics import ExtractionEval, UtilityEval
+from .oracle import Oracle
+from .results import ResultsStore, cell_key, read_results, read_summary, write_summary
+from .scenario import Scenario
+from .thief import make_thief
+from .victim import Victim, VictimContext
+
+log = logging.getLogger("stealcheck")
+
+PACKAGES = ("stealcheck", "adversarial-robustness-toolbox", "torch", "torchvision", "timm", "scikit-learn",
+            "numpy", "pandas", "pydantic", "mlxtend")
+
+
+@dataclass
+class RunOutcome:
+    """What the CLI needs after a run."""
+
+    run_dir: Path
+    status: str
+    gates: list[GateResult] = field(default_factory=list)
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_revision() -> str | None:
+    """The git revision of the stealcheck source tree, when it is a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True,
+                                   timeout=5).stdout.strip()
+            return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return None
+
+
+def default_run_dir(scenario: Scenario) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(scenario.model.output.dir) / scenario.name / stamp
+
+
+def latest_unfinished_run(scenario: Scenario) -> Path | None:
+    parent = Path(scenario.model.output.dir) / scenario.name
+    if not parent.exists():
+        return None
+    for run in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
+        try:
+            if read_summary(run).get("status") != "complete":
+                return run
+        except (ScenarioError, ValueError):
+            continue
+    return None
+
+
+class _Data:
+    """Loads each named data set once, on first use."""
+
+    def __init__(self, scenario: Scenario, ctx: DataContext):
+        self.scenario = scenario
+        self.ctx = ctx
+        self._loaded: dict[str, Dataset] = {}
+
+    def fingerprint(self, role: str) -> dict:
+        ref = self.scenario.data[role]
+        return {"source": ref.source, "params": ref.params.model_dump(mode="json"), "seed": self.ctx.seed,
+                "shape": list(self.ctx.input_shape), "range": list(self.ctx.input_range)}
+
+    def __call__(self, role: str) -> Dataset:
+        if role not in self._loaded:
+            if role not in self.scenario.data:
+                raise ScenarioError(f"this scenario needs a data set '{role}'.", path="data")
+            ref = self.scenario.data[role]
+            info = registry.data_sources.get(ref.source)
+            ds = info.obj(ref.params, self.ctx)
+            if len(ds) == 0:
+                raise ScenarioError(f"data set '{role}' ({ref.source}) is empty.", path=f"data.{role}")
+            self._loaded[role] = ds
+            log.info("data %s: %s, %d samples%s", role, ds.name, len(ds), "" if ds.y is None else ", labelled")
+        return self._loaded[role]
+
+
+def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, resume: bool = False,
+                 quiet: bool = False) -> RunOutcome:
+    """Run ``scenario``; results, summary, log and report go to the run folder."""
+    if resume:
+        run_dir = Path(out_dir) if out_dir else latest_unfinished_run(scenario)
+        if run_dir is None or not (run_dir / "summary.json").exists():
+            raise ScenarioError(f"--resume: no unfinished run of '{scenario.name}' to resume"
+                                + (f" in {out_dir}" if out_dir else f" under {scenario.model.output.dir}/"))
+    else:
+        run_dir = Path(out_dir) if out_dir else default_run_dir(scenario)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ScenarioError(f"run folder {run_dir} exists and is not empty; use --resume to continue it "
+                                "or choose another --out.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        return _run(scenario, run_dir, resume, quiet)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _run(scenario: Scenario, run_dir: Path, resume: bool, quiet: bool) -> RunOutcome:
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    m = scenario.model
+    store = ResultsStore(run_dir)
+    previous = read_summary(run_dir) if resume else {}
+    done = store.open_for_resume() if resume else set()
+    if not resume:
+        store.reset()
+        if scenario.source_path:
+            shutil.copyfile(scenario.source_path, run_dir / "scenario.yaml")
+    (run_dir / "scenario.resolved.yaml").write_text(yaml.safe_dump(scenario.resolved_dict(), sort_keys=False))
+    started = time.time()
+    summary: dict[str, Any] = {
+        "stealcheck_version": package_versions()["stealcheck"],
+        "scenario_name": scenario.name,
+        "title": m.output.title or scenario.name,
+        "description": m.description,
+        "scenario_file": scenario.source_path,
+        "status": "running",
+        "error": None,
+        "started_at": previous.get("started_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": None,
+        "wall_seconds": None,
+        "resumed": bool(resume),
+        "seeds": m.seeds,
+        "budgets": m.budgets,
+        "data_seed": m.data_seed,
+        "scenario_as_written": scenario.as_written,
+        "scenario_resolved": scenario.resolved_dict(),
+        "attacks": {a.id: a.plugin for a in scenario.attacks},
+        "defences": {d.id: d.plugin for d in scenario.defences},
+        "packages": package_versions(),
+        "git_revision": git_revision(),
+        "platform": {"system": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
+                     "torch_threads": torch.get_num_threads()},
+        "run_dir": str(run_dir),
+        "gates": [],
+        "cells": {},
+    }
+    write_summary(run_dir, summary)
+    outcome = RunOutcome(run_dir, "running")
+    try:
+        _execute(scenario, run_dir, store, done, summary, quiet)
+        summary["status"] = "complete"
+    except KeyboardInterrupt:
+        summary["status"] = "partial"
+        summary["error"] = "interrupted by the user (resume with --resume)"
+        log.warning("interrupted")
+    except ScenarioError:
+        summary["status"] = "failed"
+        summary["error"] = str(sys.exc_info()[1])
+        raise
+    except Exception as exc:  # recorded in the summary, then re-raised for the CLI
+        summary["status"] = "failed"
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+        log.exception("run failed")
+        raise
+    finally:
+        summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        summary["wall_seconds"] = round(time.time() - started + float(previous.get("wall_seconds") or 0), 2)
+        frame = read_results(run_dir)
+        gates = [evaluate_gate(g, frame, summary["attacks"], summary["defences"], m.budgets) for g in m.expect]
+        summary["gates"] = [g.to_dict() for g in gates]
+        write_summary(run_dir, summary)
+        if m.expect:
+            write_junit(gates, run_dir / "junit.xml", scenario.name)
+        outcome.gates = gates
+        outcome.status = summary["status"]
+        try:
+            from stealcheck.reports import build_report
+
+            build_report(run_dir)
+        except Exception:  # the report must never hide the run's own outcome
+            log.exception("could not build the report")
+    return outcome
+
+
+def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[str], summary: dict,
+             quiet: bool) -> None:
+    m = scenario.model
+    progress = not quiet
+    cache = Cache(m.output.cache_dir)
+    victim_info = registry.victims.get(scenario.victim.kind)
+    vparams = scenario.victim.params
+    input_spec = vparams.input
+    base_dir = Path(scenario.source_path).resolve().parent if scenario.source_path else Path.cwd()
+    data_ctx = DataContext(tuple(input_spec.shape), tuple(input_spec.range), m.data_seed, str(base_dir))
+    data = _Data(scenario, data_ctx)
+    vctx = VictimContext(load_data=data, data_fingerprint=data.fingerprint, cache=cache, seed=m.data_seed,
+                         progress=progress, base_dir=base_dir)
+    t0 = time.perf_counter()
+    victim: Victim = victim_info.obj.build(vparams, vctx)
+    log.info("victim ready: %s (%.1fs) %s", victim.description, time.perf_counter() - t0, victim.info)
+
+    test = data("test")
+    if m.evaluation.test_limit:
+        test = test.subset(np.arange(min(len(test), m.evaluation.test_limit)))
+    pool = data("attacker")
+    if len(pool) < max(m.budgets):
+        raise ScenarioError(f"the attacker pool holds {len(pool)} samples, fewer than the largest budget "
+                            f"({max(m.budgets)}).", path="budgets")
+    if test.y is not None and test.y.max() >= victim.nb_classes:
+        raise ScenarioError(f"test labels go up to {test.y.max()} but the victim has {victim.nb_classes} classes.",
+                            path="data.test")
+    raw_test = victim.predict_proba(test.x)
+    rng = np.random.default_rng(m.data_seed + 7919)
+    lo, hi = victim.clip_values
+    unif_x = rng.uniform(lo, hi, size=(m.evaluation.uniform_samples, *victim.input_shape)).astype(np.float32) \
+        if m.evaluation.uniform_samples else None
+    raw_unif = victim.predict_proba(unif_x) if unif_x is not None else None
+    victim_acc = float(np.mean(raw_test.argmax(1) == test.y)) if test.y is not None else None
+    summary["victim"] = {"kind": scenario.victim.kind, "description": victim.description,
+                         "nb_classes": victim.nb_classes, "input_shape": list(victim.input_shape),
+                         "output": scenario.victim.output, "test_accuracy": victim_acc,
+                         "test_samples": len(test), "pool": pool.name, "pool_samples": len(pool), **victim.info}
+    write_summary(run_dir, summary)
+    victim_name = victim.description
+    thief_arch = m.thief.architecture or victim.thief_architecture
+    thief_arch_params = m.thief.arch_params if m.thief.arch_params is not None else (
+        victim.thief_arch_params if m.thief.architecture in (None, victim.thief_architecture) else {})
+    summary["thief"] = {"architecture": thief_arch, "arch_params": thief_arch_params,
+                        **m.thief.model_dump(exclude={"architecture", "arch_params"})}
+
+    extraction_metrics = [i for i in registry.metrics.items()
+                          if i.meta["scope"] == "extraction" and not i.meta.get("computed_by_runner")]
+    utility_metrics = [i for i in registry.metrics.items() if i.meta["scope"] == "utility"]
+    served = {d.id: registry.defences.get(d.plugin).obj.build(d.params, victim.nb_classes)
+              for d in scenario.defences}
+
+    cells = [(seed, d, a) for seed in m.seeds for d in scenario.defences for a in scenario.attacks]
+    summary["cells"] = {"total": len(cells) + len(scenario.defences), "done": 0}
+    bar = tqdm(total=len(cells), desc="cells", disable=not progress, unit="cell")
+
+    def make_oracle(defence_id: str, budget: int | None) -> Oracle:
+        return Oracle(victim.predict_proba, victim.input_shape, victim.nb_classes, victim.clip_values,
+                      postprocessors=served[defence_id], output_mode=scenario.victim.output,
+                      top_k=scenario.victim.top_k, budget=budget)
+
+    for d in scenario.defences:
+        key = cell_key("utility", d.id)
+        if key in done:
+            continue
+        oracle = make_oracle(d.id, None)
+        np.random.seed(m.data_seed)  # GaussianNoise samples with np.random
+        ev = UtilityEval(raw_test, oracle.predict(test.x, client_id="honest-users"), test.y)
+        store.append({"kind": "utility", "victim": victim_name, "defence": d.id, "attack": "", "budget": "",
+                      "seed": "", "metric": info.name, "value": info.obj(ev)} for info in utility_metrics)
+        store.finish_cell(key)
+        summary["cells"]["done"] += 1
+
+    for seed, d, a in cells:
+        key = cell_key("extraction", d.id, a.id, seed)
+        if key in done:
+            bar.update(1)
+            summary["cells"]["done"] += 1
+            continue
+        bar.set_postfix_str(f"{a.id} vs {d.id} (seed {seed})")
+        oracle = make_oracle(d.id, max(m.budgets))
+        ctx = AttackContext(
+            oracle=oracle, pool=pool, budgets=list(m.budgets), thief_spec=m.thief, seed=seed, progress=progress,
+            make_thief=lambda: make_thief(m.thief, thief_arch, thief_arch_params, victim.input_shape,
+                                          victim.nb_classes, victim.clip_values, seed, progress=progress))
+        attack = registry.attacks.get(a.plugin).obj(a.params)
+        elapsed = 0.0
+        tick = time.perf_counter()
+        for budget, thief in attack.run(ctx):
+            elapsed += time.perf_counter() - tick
+            ev = ExtractionEval(raw_test, thief.predict_proba(test.x), test.y,
+                                raw_unif, thief.predict_proba(unif_x) if unif_x is not None else None,
+                                oracle.queries_used)
+            rows = [{"metric": info.name, "value": info.obj(ev)} for info in extraction_metrics]
+            rows.append({"metric": "attack_seconds", "value": round(elapsed, 3)})
+            store.append({"kind": "extraction", "victim": victim_name, "defence": d.id, "attack": a.id,
+                          "budget": budget, "seed": seed, **r} for r in rows)
+            log.info("%s vs %s seed %s budget %s: fidelity %.4f (queries %d, %.1fs)", a.id, d.id, seed, budget,
+                     next(r["value"] for r in rows if r["metric"] == "fidelity"), oracle.queries_used, elapsed)
+            tick = time.perf_counter()
+        store.finish_cell(key)
+        summary["cells"]["done"] += 1
+        write_summary(run_dir, summary)
+        bar.update(1)
+    bar.close()

@@ -1,0 +1,531 @@
+"""Scenario schema: pydantic models, plugin references, and loading with precise errors.
+
+A scenario is validated completely before any data is loaded or any model is trained:
+every key is checked (``extra="forbid"``), every plugin name resolves in its registry,
+every plugin's parameters are valid, and cross-checks (output mode vs attacks, pool size
+vs budgets) run in :func:`check_scenario`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import registry
+from .errors import ScenarioError, did_you_mean
+from .yamlio import load_yaml
+
+OUTPUT_MODES = ("probabilities", "top_k", "label")
+
+
+class Strict(BaseModel):
+    """Base of every scenario model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class PluginRef:
+    """A resolved reference to a plugin: display id, plugin name and validated params."""
+
+    id: str
+    plugin: str
+    params: Any  # the plugin's params model instance
+    raw: dict
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "plugin": self.plugin, "params": self.params.model_dump(mode="json")}
+
+
+def split_plugin_item(item: Any, section: str) -> tuple[str | None, str, dict]:
+    """Normalise the accepted spellings of a plugin item into (explicit id, plugin, params).
+
+    Accepted: ``name``; ``{name: {params}}``; ``{name: null}``;
+    ``{plugin: name, id: label, params: {...}}`` (long form).
+    """
+    if isinstance(item, str):
+        return None, item, {}
+    if isinstance(item, dict):
+        if "plugin" in item:
+            unknown = set(item) - {"plugin", "id", "params"}
+            if unknown:
+                raise ScenarioError(
+                    f"unknown key(s) {sorted(unknown)} in the long form; allowed: plugin, id, params.",
+                    path=section,
+                )
+            params = item.get("params") or {}
+            if not isinstance(params, dict):
+                raise ScenarioError(f"'params' must be a mapping, got {type(params).__name__}.", path=section)
+            return item.get("id"), str(item["plugin"]), params
+        if len(item) == 1:
+            (name, params), = item.items()
+            params = params or {}
+            if not isinstance(params, dict):
+                raise ScenarioError(
+                    f"the parameters of '{name}' must be a mapping (e.g. {{{name}: {{key: value}}}}), "
+                    f"got {params!r}.",
+                    path=section,
+                )
+            return None, str(name), params
+    raise ScenarioError(
+        "expected a plugin name, a one-key mapping {name: {params}}, or {plugin: name, id: ..., params: {...}}; "
+        f"got {item!r}.",
+        path=section,
+    )
+
+
+def _auto_id(plugin: str, raw_params: dict) -> str:
+    if not raw_params:
+        return plugin
+    parts = ",".join(f"{k}={v}" for k, v in raw_params.items())
+    return f"{plugin}:{parts}"
+
+
+def resolve_plugin(reg: registry.Registry, item: Any, path: str) -> PluginRef:
+    """Resolve one plugin item against ``reg``, validating its params."""
+    explicit_id, name, raw = split_plugin_item(item, path)
+    try:
+        info = reg.get(name)
+    except ScenarioError as exc:
+        raise ScenarioError(exc.message, path=path) from None
+    params = validate_model(info.params, raw, path, what=f"{reg.singular} '{name}'")
+    return PluginRef(explicit_id or _auto_id(name, raw), name, params, raw)
+
+
+def validate_model(model: type[BaseModel], raw: dict, path: str, what: str = "") -> BaseModel:
+    """Validate ``raw`` with ``model``; turn the first pydantic error into a ScenarioError."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise pydantic_to_scenario_error(exc, model, path, what) from None
+
+
+def pydantic_to_scenario_error(exc: ValidationError, model: type[BaseModel] | None, prefix: str, what: str = "") -> ScenarioError:
+    """Build a readable message (key path, allowed values, given value) from pydantic's error."""
+    messages = []
+    first_path = prefix
+    for i, err in enumerate(exc.errors()):
+        loc = [str(p) for p in err["loc"]]
+        path = ".".join([prefix] + loc if prefix else loc)
+        if i == 0:
+            first_path = path
+        given = err.get("input")
+        etype = err["type"]
+        if etype == "extra_forbidden":
+            allowed = _allowed_keys(model, err["loc"][:-1])
+            key = loc[-1] if loc else "?"
+            hint = did_you_mean(key, allowed) if allowed else ""
+            msg = f"unknown key '{key}'{(' for ' + what) if what else ''}.{hint}"
+            if allowed:
+                msg += f" Allowed keys: {', '.join(sorted(allowed))}."
+        elif etype == "missing":
+            msg = f"missing required key '{loc[-1]}'{(' for ' + what) if what else ''}."
+        else:
+            msg = f"{err['msg']}; got {given!r}."
+            if what:
+                msg = f"invalid value for {what}: " + msg
+        messages.append((path, msg))
+    path, msg = messages[0]
+    if len(messages) > 1:
+        msg += f" (and {len(messages) - 1} more problem(s): " + "; ".join(f"{p}: {m}" for p, m in messages[1:3]) + ")"
+    return ScenarioError(msg, path=path)
+
+
+def _allowed_keys(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+    """Field names of the (nested) model at ``loc``, best effort."""
+    current: Any = model
+    for part in loc:
+        if current is None or isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            return []
+        ann = fields[part].annotation
+        current = _first_model(ann)
+    if current is None or not hasattr(current, "model_fields"):
+        return []
+    return list(current.model_fields)
+
+
+def _first_model(ann: Any) -> Any:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+# ---------------------------------------------------------------- scenario sections
+
+
+class InputSpec(Strict):
+    """What the model takes: shape (C,H,W for images, (d,) for tabular), value range, normalisation."""
+
+    shape: list[int] = Field(default_factory=lambda: [1, 28, 28], description="input shape without batch axis")
+    range: tuple[float, float] = Field((0.0, 1.0), description="valid input value range (clip values)")
+    mean: list[float] | None = Field(None, description="per-channel mean subtracted inside the model")
+    std: list[float] | None = Field(None, description="per-channel std divided inside the model")
+
+    @field_validator("shape")
+    @classmethod
+    def _positive_shape(cls, v: list[int]) -> list[int]:
+        if not v or any(d <= 0 for d in v):
+            raise ValueError("every dimension must be a positive integer")
+        return v
+
+    @model_validator(mode="after")
+    def _check_range(self) -> "InputSpec":
+        if self.range[0] >= self.range[1]:
+            raise ValueError(f"range must be [low, high] with low < high, got {list(self.range)}")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither")
+        return self
+
+
+class ThiefSpec(Strict):
+    """The attacker's substitute model and its training recipe."""
+
+    architecture: str | None = Field(None, description="network of the thief; null = the victim's architecture "
+                                     "(an MLP for scikit-learn victims)")
+    arch_params: dict[str, Any] | None = Field(None, description="architecture parameters; null = the victim's")
+    epochs: int = Field(20, gt=0, description="passes over the stolen set per checkpoint (before min/max steps)")
+    min_steps: int = Field(60, gt=0, description="at least this many optimiser steps per checkpoint")
+    max_steps: int = Field(300, gt=0, description="at most this many optimiser steps per checkpoint")
+    batch_size: int = Field(64, gt=0, description="training batch size")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate of the one-cycle Adam schedule")
+    warm_start: bool = Field(True, description="continue training the previous checkpoint's thief "
+                             "(an attacker keeps its model as queries accrue)")
+
+    @model_validator(mode="after")
+    def _steps(self) -> "ThiefSpec":
+        if self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps ({self.min_steps}) must not exceed max_steps ({self.max_steps})")
+        return self
+
+
+class Gate(Strict):
+    """An expectation: the mean over seeds of ``metric`` in every matching cell is within [min, max]."""
+
+    metric: str = Field(description="metric name, e.g. fidelity")
+    attack: str | None = Field(None, description="attack id or plugin name; null = every attack")
+    defence: str | None = Field(None, description="defence id or plugin name; null = every defence")
+    budget: int | None = Field(None, description="budget checkpoint; null = the largest budget")
+    min: float | None = Field(None, description="lower bound (inclusive)")
+    max: float | None = Field(None, description="upper bound (inclusive)")
+    name: str | None = Field(None, description="label shown in the report and junit.xml")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Gate":
+        if self.min is None and self.max is None:
+            raise ValueError("a gate needs 'min', 'max' or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        sel = ", ".join(f"{k}={v}" for k, v in (("attack", self.attack), ("defence", self.defence),
+                                                 ("budget", self.budget)) if v is not None)
+        bounds = " and ".join(b for b in ((f">= {self.min}" if self.min is not None else ""),
+                                          (f"<= {self.max}" if self.max is not None else "")) if b)
+        return f"{self.metric} [{sel or 'all cells'}] {bounds}"
+
+
+class OutputSpec(Strict):
+    """Where results and caches go."""
+
+    dir: str = Field("runs", description="parent folder of run folders (runs/<name>/<timestamp>/)")
+    cache_dir: str | None = Field(None, description="cache of trained victims; null = $STEALCHECK_CACHE_DIR "
+                                  "or ~/.cache/stealcheck")
+    title: str | None = Field(None, description="report title; null = the scenario name")
+
+
+class EvaluationSpec(Strict):
+    """How thieves are evaluated."""
+
+    uniform_samples: int = Field(1000, ge=0, description="uniform random inputs for R_unif (0 = skip)")
+    test_limit: int | None = Field(None, gt=0, description="evaluate on at most this many test samples")
+
+
+class ScenarioModel(Strict):
+    """The top level of a scenario file (plugin sections are validated by their registries)."""
+
+    name: str = Field(description="scenario name (used in the run folder path)")
+    description: str = Field("", description="free text shown in the report")
+    plugins: list[str] = Field(default_factory=list, description="extra Python modules to import for plugins")
+    victim: dict[str, Any] = Field(description="victim section: kind + adapter parameters + output mode")
+    data: dict[str, Any] = Field(description="named data sets: victim_train, test, attacker, ...")
+    data_seed: int = Field(0, description="seed of data splits and shuffles (fixed across seeds)")
+    thief: ThiefSpec = Field(default_factory=ThiefSpec)
+    defences: list[Any] = Field(default_factory=lambda: ["none"], description="defences to compare")
+    attacks: list[Any] = Field(description="attacks to run")
+    budgets: list[int] = Field(description="query budget checkpoints")
+    seeds: list[int] = Field(default_factory=lambda: [0], description="attack seeds")
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    expect: list[Gate] = Field(default_factory=list, description="expectation gates")
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError("use letters, digits, '-', '_' or '.', starting with a letter or digit")
+        return v
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one budget")
+        if any(b <= 0 for b in v):
+            raise ValueError(f"every budget must be a positive integer, got {v}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"budgets must be distinct, got {v}")
+        return sorted(v)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one seed")
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
+
+    @field_validator("attacks", "defences")
+    @classmethod
+    def _nonempty(cls, v: list) -> list:
+        if not v:
+            raise ValueError("give at least one entry")
+        return v
+
+
+# ---------------------------------------------------------------- resolved scenario
+
+VICTIM_COMMON_KEYS = {"kind", "output", "top_k"}
+
+
+@dataclass(frozen=True)
+class VictimRef:
+    kind: str
+    output: str
+    top_k: int
+    params: Any
+    raw: dict
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "output": self.output, "top_k": self.top_k,
+                **self.params.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class DataRef:
+    role: str
+    source: str
+    params: Any
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, **self.params.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A fully validated scenario: what the runner consumes."""
+
+    model: ScenarioModel
+    victim: VictimRef
+    data: dict[str, DataRef]
+    attacks: list[PluginRef]
+    defences: list[PluginRef]
+    source_path: str | None
+    as_written: Any
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def resolved_dict(self) -> dict:
+        """The scenario with every default filled in (saved as scenario.resolved.yaml)."""
+        m = self.model
+        return {
+            "name": m.name,
+            "description": m.description,
+            "plugins": m.plugins,
+            "victim": self.victim.to_dict(),
+            "data": {k: v.to_dict() for k, v in self.data.items()},
+            "data_seed": m.data_seed,
+            "thief": m.thief.model_dump(mode="json"),
+            "defences": [d.to_dict() for d in self.defences],
+            "attacks": [a.to_dict() for a in self.attacks],
+            "budgets": m.budgets,
+            "seeds": m.seeds,
+            "evaluation": m.evaluation.model_dump(mode="json"),
+            "expect": [g.model_dump(mode="json") for g in m.expect],
+            "output": m.output.model_dump(mode="json"),
+        }
+
+
+def _where(lines: dict[tuple, int], source: str | None, path: str | None) -> str | None:
+    if source is None:
+        return None
+    if not path or not lines:
+        return source
+    parts: list[Any] = []
+    for p in path.split("."):
+        parts.append(int(p) if p.isdigit() else p)
+    while parts:
+        if tuple(parts) in lines:
+            return f"{source}:{lines[tuple(parts)]}"
+        parts.pop()
+    return source
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load and fully validate a scenario file (raises ScenarioError)."""
+    data, lines = load_yaml(path)
+    try:
+        return build_scenario(data, source=str(path))
+    except ScenarioError as exc:
+        where = exc.where or _where(lines, str(path), exc.path)
+        raise ScenarioError(exc.message, where=where, path=exc.path) from None
+
+
+def build_scenario(data: Any, source: str | None = None) -> Scenario:
+    """Validate a scenario given as Python data (the YAML's contents)."""
+    if not isinstance(data, dict):
+        raise ScenarioError(f"a scenario must be a mapping of sections, got {type(data).__name__}.")
+    allowed = list(ScenarioModel.model_fields)
+    for key in data:
+        if key not in allowed:
+            raise ScenarioError(
+                f"unknown section '{key}'.{did_you_mean(key, allowed)} Allowed sections: {', '.join(allowed)}.",
+                path=str(key),
+            )
+    try:
+        model = ScenarioModel.model_validate(data)
+    except ValidationError as exc:
+        raise pydantic_to_scenario_error(exc, ScenarioModel, "") from None
+    registry.load_plugins(model.plugins)
+
+    victim = _resolve_victim(model.victim)
+    data_refs = _resolve_data(model.data)
+    attacks = [resolve_plugin(registry.attacks, a, f"attacks.{i}") for i, a in enumerate(model.attacks)]
+    defences = [resolve_plugin(registry.defences, d, f"defences.{i}") for i, d in enumerate(model.defences)]
+    for section, refs in (("attacks", attacks), ("defences", defences)):
+        seen: dict[str, int] = {}
+        for i, ref in enumerate(refs):
+            if ref.id in seen:
+                raise ScenarioError(
+                    f"two entries share the id '{ref.id}' (entries {seen[ref.id]} and {i}); give one an explicit id "
+                    "with the long form {plugin: NAME, id: LABEL, params: {...}}.",
+                    path=f"{section}.{i}",
+                )
+            seen[ref.id] = i
+    for i, gate in enumerate(model.expect):
+        if gate.metric not in registry.metrics:
+            names = registry.metrics.names()
+            raise ScenarioError(f"unknown metric '{gate.metric}'.{did_you_mean(gate.metric, names)} "
+                                f"Allowed: {', '.join(names)}.", path=f"expect.{i}.metric")
+        for key, refs in (("attack", attacks), ("defence", defences)):
+            sel = getattr(gate, key)
+            if sel is not None and not any(sel in (r.id, r.plugin) for r in refs):
+                ids = sorted({r.id for r in refs} | {r.plugin for r in refs})
+                raise ScenarioError(f"no {key} '{sel}' in this scenario.{did_you_mean(sel, ids)} "
+                                    f"Known: {', '.join(ids)}.", path=f"expect.{i}.{key}")
+        if gate.budget is not None and gate.budget not in model.budgets:
+            raise ScenarioError(f"budget {gate.budget} is not one of the scenario's budgets {model.budgets}.",
+                                path=f"expect.{i}.budget")
+    scenario = Scenario(model, victim, data_refs, attacks, defences, source, data)
+    check_scenario(scenario)
+    return scenario
+
+
+def _resolve_victim(raw: dict) -> VictimRef:
+    kind = raw.get("kind", "torch")
+    try:
+        info = registry.victims.get(str(kind))
+    except ScenarioError as exc:
+        raise ScenarioError(exc.message, path="victim.kind") from None
+    output = raw.get("output", "probabilities")
+    if output not in OUTPUT_MODES:
+        raise ScenarioError(f"output must be one of {', '.join(OUTPUT_MODES)}; got {output!r}."
+                            f"{did_you_mean(str(output), OUTPUT_MODES)}", path="victim.output")
+    top_k = raw.get("top_k", 1)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise ScenarioError(f"top_k must be a positive integer; got {top_k!r}.", path="victim.top_k")
+    rest = {k: v for k, v in raw.items() if k not in VICTIM_COMMON_KEYS}
+    try:
+        params = info.params.model_validate(rest)
+    except ValidationError as exc:
+        err = pydantic_to_scenario_error(exc, info.params, "victim", what=f"victim kind '{kind}'")
+        if "unknown key" in err.message:
+            err = ScenarioError(err.message.rstrip(".") + f", {', '.join(sorted(VICTIM_COMMON_KEYS))}.", path=err.path)
+        raise err from None
+    return VictimRef(str(kind), output, top_k, params, raw)
+
+
+REQUIRED_DATA_ROLES = ("test", "attacker")
+
+
+def _resolve_data(raw: dict) -> dict[str, DataRef]:
+    refs: dict[str, DataRef] = {}
+    for role in REQUIRED_DATA_ROLES:
+        if role not in raw:
+            raise ScenarioError(f"missing data set '{role}'. A scenario needs at least: "
+                                f"{', '.join(REQUIRED_DATA_ROLES)} (and victim_train when the victim is trained).",
+                                path="data")
+    for role, spec in raw.items():
+        path = f"data.{role}"
+        if isinstance(spec, str):
+            spec = {"source": spec}
+        if not isinstance(spec, dict) or "source" not in spec:
+            raise ScenarioError(f"a data set needs a 'source' key (e.g. {{source: mnist5k}}); got {spec!r}.", path=path)
+        source = str(spec["source"])
+        try:
+            info = registry.data_sources.get(source)
+        except ScenarioError as exc:
+            raise ScenarioError(exc.message, path=f"{path}.source") from None
+        params = validate_model(info.params, {k: v for k, v in spec.items() if k != "source"}, path,
+                                what=f"data source '{source}'")
+        refs[role] = DataRef(role, source, params)
+    return refs
+
+
+def check_scenario(scenario: Scenario) -> None:
+    """Cross-section checks that need the registries (run by validate and run)."""
+    victim_info = registry.victims.get(scenario.victim.kind)
+    needs_train = getattr(victim_info.obj, "needs_training_data", None)
+    if needs_train is not None and needs_train(scenario.victim.params) and "victim_train" not in scenario.data:
+        raise ScenarioError("the victim is trained by stealcheck (no model file given), so data.victim_train is "
+                            "required.", path="data")
+    offered = scenario.victim.output
+    for i, ref in enumerate(scenario.attacks):
+        info = registry.attacks.get(ref.plugin)
+        needs = info.meta.get("needs_output")
+        need = needs(ref.params) if callable(needs) else needs
+        if need == "probabilities" and offered != "probabilities":
+            raise ScenarioError(
+                f"attack '{ref.id}' needs probability outputs but the victim serves '{offered}'. "
+                "Use the attack's label variant (e.g. use_probability: false) or serve probabilities.",
+                path=f"attacks.{i}")
+        if info.meta.get("needs_labels") and callable(info.meta["needs_labels"]) and info.meta["needs_labels"](ref.params):
+            attacker = scenario.data["attacker"]
+            src = registry.data_sources.get(attacker.source)
+            if not src.meta.get("labelled", True):
+                raise ScenarioError(f"attack '{ref.id}' needs a labelled attacker pool, but data source "
+                                    f"'{attacker.source}' has no labels.", path=f"attacks.{i}")
+    attacker = scenario.data["attacker"]
+    size_of = registry.data_sources.get(attacker.source).meta.get("static_size")
+    size = size_of(attacker.params) if callable(size_of) else None
+    largest = max(scenario.model.budgets)
+    if size is not None and size < largest:
+        raise ScenarioError(
+            f"the attacker pool '{attacker.source}' holds {size} samples, fewer than the largest budget ({largest}). "
+            "Lower the budgets or use a larger pool.", path="budgets")

@@ -1,0 +1,42 @@
+"""What a victim adapter hands the runner: an ART classifier that outputs probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .cache import Cache
+from .datasets import Dataset
+
+
+@dataclass(frozen=True)
+class VictimContext:
+    """Everything an adapter may use to build (or train) the victim."""
+
+    load_data: Callable[[str], Dataset]  # role -> data set (e.g. "victim_train")
+    data_fingerprint: Callable[[str], Any]  # role -> what determines that data set (for cache keys)
+    cache: Cache
+    seed: int
+    progress: bool
+    base_dir: Path
+
+
+@dataclass
+class Victim:
+    """A victim ready to be served: ``classifier.predict`` returns class probabilities."""
+
+    classifier: Any
+    nb_classes: int
+    input_shape: tuple[int, ...]
+    clip_values: tuple[float, float]
+    description: str
+    thief_architecture: str
+    thief_arch_params: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Raw (undefended) class probabilities."""
+        return np.asarray(self.classifier.predict(x.astype(np.float32), batch_size=batch_size), dtype=np.float64)
