@@ -11,7 +11,7 @@ import numpy as np
 from art.estimators.classification import SklearnClassifier
 from pydantic import BaseModel, ConfigDict, Field
 
-from stealcheck.cache import fingerprint
+from stealcheck.cache import file_digest, fingerprint
 from stealcheck.errors import ScenarioError
 from stealcheck.registry import victims
 from stealcheck.scenario import InputSpec
@@ -76,7 +76,7 @@ class SklearnVictim:
             if not path.exists():
                 raise ScenarioError(f"model file not found: {path}", path="victim.path")
             model = joblib.load(path)  # opt-in above: trust_pickle
-            info["source"] = str(path)
+            info.update(source=str(path), file_sha256=file_digest(path))
         else:
             train = ctx.load_data("victim_train")
             if train.y is None:

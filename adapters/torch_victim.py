@@ -13,7 +13,7 @@ import torch.nn as nn
 from art.estimators.classification import PyTorchClassifier
 from pydantic import BaseModel, ConfigDict, Field
 
-from stealcheck.cache import fingerprint
+from stealcheck.cache import file_digest, fingerprint
 from stealcheck.errors import ScenarioError
 from stealcheck.registry import victims
 from stealcheck.scenario import InputSpec
@@ -98,7 +98,7 @@ class TorchVictim:
                 model = nn.Sequential(norm, net) if norm is not None else net
             except Exception as exc:  # a bad file must not be a traceback
                 raise ScenarioError(f"cannot load state_dict from {path}: {exc}", path="victim.weights") from None
-            info.update(source=str(path), trained_here=False)
+            info.update(source=str(path), trained_here=False, file_sha256=file_digest(path))
         else:
             train = ctx.load_data("victim_train")
             if train.y is None:

@@ -37,14 +37,15 @@ def file_digest(path: str | Path) -> str:
 class Cache:
     """Folders under ``root``, one per (kind, key); written atomically via a temporary folder."""
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, read: bool = True):
         self.root = Path(root).expanduser() if root else default_cache_dir()
+        self.read = read  # False: recompute everything (still write fresh entries)
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key
 
     def has(self, kind: str, key: str) -> bool:
-        return (self.path(kind, key) / "COMPLETE").exists()
+        return self.read and (self.path(kind, key) / "COMPLETE").exists()
 
     def writer(self, kind: str, key: str) -> "_CacheWriter":
         return _CacheWriter(self.path(kind, key))

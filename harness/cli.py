@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run (the one in --out, else the latest unfinished one)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--fresh", action="store_true",
+                     help="ignore cached victims and cell results and recompute everything (fresh ones are cached)")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
 
     val = sub.add_parser("validate", help="check a scenario completely without running it")
@@ -88,7 +90,8 @@ def cmd_run(args) -> int:
 
     scenario = load_scenario(resolve_scenario_path(args.scenario))
     try:
-        outcome = run_scenario(scenario, out_dir=args.out, resume=args.resume, quiet=args.quiet)
+        outcome = run_scenario(scenario, out_dir=args.out, resume=args.resume, quiet=args.quiet,
+                               fresh=args.fresh)
     except ScenarioError:
         raise
     except Exception as exc:

@@ -4,6 +4,7 @@ the gates and writes the report."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import registry
 from .attacks.base import AttackContext
-from .cache import Cache
+from .cache import Cache, fingerprint
 from .datasets import DataContext, Dataset
 from .errors import ScenarioError
 from .gates import GateResult, evaluate_gate, format_gate_table, write_junit
@@ -123,7 +124,7 @@ class _Data:
 
 
 def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, resume: bool = False,
-                 quiet: bool = False) -> RunOutcome:
+                 quiet: bool = False, fresh: bool = False) -> RunOutcome:
     """Run ``scenario``; results, summary, log and report go to the run folder."""
     if resume:
         run_dir = Path(out_dir) if out_dir else latest_unfinished_run(scenario)
@@ -141,13 +142,13 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, resum
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
-        return _run(scenario, run_dir, resume, quiet)
+        return _run(scenario, run_dir, resume, quiet, fresh)
     finally:
         log.removeHandler(handler)
         handler.close()
 
 
-def _run(scenario: Scenario, run_dir: Path, resume: bool, quiet: bool) -> RunOutcome:
+def _run(scenario: Scenario, run_dir: Path, resume: bool, quiet: bool, fresh: bool) -> RunOutcome:
     import torch
 
     if "OMP_NUM_THREADS" not in os.environ:
@@ -192,7 +193,7 @@ def _run(scenario: Scenario, run_dir: Path, resume: bool, quiet: bool) -> RunOut
     write_summary(run_dir, summary)
     outcome = RunOutcome(run_dir, "running")
     try:
-        _execute(scenario, run_dir, store, done, summary, quiet)
+        _execute(scenario, run_dir, store, done, summary, quiet, fresh)
         summary["status"] = "complete"
     except KeyboardInterrupt:
         summary["status"] = "partial"
@@ -228,10 +229,10 @@ def _run(scenario: Scenario, run_dir: Path, resume: bool, quiet: bool) -> RunOut
 
 
 def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[str], summary: dict,
-             quiet: bool) -> None:
+             quiet: bool, fresh: bool) -> None:
     m = scenario.model
     progress = not quiet
-    cache = Cache(m.output.cache_dir)
+    cache = Cache(m.output.cache_dir, read=not fresh)
     victim_info = registry.victims.get(scenario.victim.kind)
     vparams = scenario.victim.params
     input_spec = vparams.input
@@ -280,7 +281,19 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
               for d in scenario.defences}
 
     cells = [(seed, d, a) for seed in m.seeds for d in scenario.defences for a in scenario.attacks]
-    summary["cells"] = {"total": len(cells) + len(scenario.defences), "done": 0}
+    summary["cells"] = {"total": len(cells) + len(scenario.defences), "done": 0, "from_cache": 0}
+    victim_identity = victim.info.get("cache_key") or victim.info.get("file_sha256")
+    metric_names = sorted(i.name for i in extraction_metrics)
+
+    def cell_fingerprint(seed: int, d, a) -> str | None:
+        """What determines a cell's results; None when the victim has no stable identity."""
+        if not (m.output.cache_cells and victim_identity):
+            return None
+        return fingerprint({"victim": victim_identity, "output": [scenario.victim.output, scenario.victim.top_k],
+                            "defence": d.to_dict(), "attack": a.to_dict(), "seed": seed, "budgets": m.budgets,
+                            "thief": summary["thief"], "attacker": data.fingerprint("attacker"),
+                            "test": data.fingerprint("test"), "evaluation": m.evaluation.model_dump(),
+                            "metrics": metric_names, "version": summary["stealcheck_version"]})
     bar = tqdm(total=len(cells), desc="cells", disable=not progress, unit="cell")
 
     def make_oracle(defence_id: str, budget: int | None) -> Oracle:
@@ -307,6 +320,17 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
             summary["cells"]["done"] += 1
             continue
         bar.set_postfix_str(f"{a.id} vs {d.id} (seed {seed})")
+        cached_key = cell_fingerprint(seed, d, a)
+        if cached_key and cache.has("cells", cached_key):
+            rows = json.loads((cache.path("cells", cached_key) / "rows.json").read_text())
+            store.append(rows)
+            store.finish_cell(key)
+            log.info("%s vs %s seed %s: results reused from the cache (%s)", a.id, d.id, seed, cached_key)
+            summary["cells"]["done"] += 1
+            summary["cells"]["from_cache"] += 1
+            bar.update(1)
+            continue
+        cell_rows: list[dict] = []
         oracle = make_oracle(d.id, max(m.budgets))
         ctx = AttackContext(
             oracle=oracle, pool=pool, budgets=list(m.budgets), thief_spec=m.thief, seed=seed, progress=progress,
@@ -322,11 +346,19 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
                                 oracle.queries_used)
             rows = [{"metric": info.name, "value": info.obj(ev)} for info in extraction_metrics]
             rows.append({"metric": "attack_seconds", "value": round(elapsed, 3)})
-            store.append({"kind": "extraction", "victim": victim_name, "defence": d.id, "attack": a.id,
-                          "budget": budget, "seed": seed, **r} for r in rows)
+            rows = [{"kind": "extraction", "victim": victim_name, "defence": d.id, "attack": a.id,
+                     "budget": budget, "seed": seed, **r} for r in rows]
+            store.append(rows)
+            cell_rows += rows
             log.info("%s vs %s seed %s budget %s: fidelity %.4f (queries %d, %.1fs)", a.id, d.id, seed, budget,
                      next(r["value"] for r in rows if r["metric"] == "fidelity"), oracle.queries_used, elapsed)
             tick = time.perf_counter()
+        yielded = sorted({int(r["budget"]) for r in cell_rows})
+        if yielded != list(m.budgets):
+            raise RuntimeError(f"attack '{a.id}' reported checkpoints {yielded}, expected {list(m.budgets)}")
+        if cached_key:
+            with cache.writer("cells", cached_key) as tmp:
+                (tmp / "rows.json").write_text(json.dumps(cell_rows))
         store.finish_cell(key)
         summary["cells"]["done"] += 1
         write_summary(run_dir, summary)

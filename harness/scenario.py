@@ -198,7 +198,7 @@ class ThiefSpec(Strict):
     min_steps: int = Field(60, gt=0, description="at least this many optimiser steps per checkpoint")
     max_steps: int = Field(300, gt=0, description="at most this many optimiser steps per checkpoint")
     batch_size: int = Field(64, gt=0, description="training batch size")
-    lr: float = Field(3e-3, gt=0, description="peak learning rate of the one-cycle Adam schedule")
+    lr: float = Field(1e-2, gt=0, description="peak learning rate of the one-cycle Adam schedule")
     warm_start: bool = Field(True, description="continue training the previous checkpoint's thief "
                              "(an attacker keeps its model as queries accrue)")
 
@@ -245,6 +245,8 @@ class OutputSpec(Strict):
     cache_dir: str | None = Field(None, description="cache of trained victims; null = $STEALCHECK_CACHE_DIR "
                                   "or ~/.cache/stealcheck")
     title: str | None = Field(None, description="report title; null = the scenario name")
+    cache_cells: bool = Field(True, description="reuse the results of a cell (defence x attack x seed) computed "
+                              "before with exactly the same inputs; --fresh ignores every cache")
 
 
 class EvaluationSpec(Strict):

@@ -1,9 +1,528 @@
-"""Placeholder replaced by the HTML report builder."""
+"""The HTML report of a run folder: one self-contained page built from results.csv and summary.json.
 
+:func:`build_report` is a pure function of those two files (no clock, no re-run), so
+``stealcheck report RUN_DIR`` rebuilds exactly the page the run wrote. The page embeds its CSS and
+its figures (inline SVG) and references nothing outside itself, so it can be mailed or archived.
+Every summary key may be missing (a run that failed early): each section shows what is there.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Iterable, Mapping
 
+import jinja2
+import numpy as np
+import pandas as pd
+import yaml
+
+from stealcheck.results import read_results, read_summary
+from . import plots
+
+REPORT_FILE = "report.html"
+FIDELITY, ACCURACY, SECONDS = "fidelity", "accuracy", "attack_seconds"
+# Known metrics in reading order; metrics a later version adds are appended after these.
+EXTRACTION_METRICS = [FIDELITY, ACCURACY, "r_test", "r_unif", "fidelity_unif", "kl", "queries_used", SECONDS]
+UTILITY_METRICS = ["victim_accuracy", "output_distortion", "label_change_rate"]
+METRIC_LABELS = {
+    FIDELITY: "fidelity", ACCURACY: "thief accuracy", "r_test": "R test", "r_unif": "R unif",
+    "fidelity_unif": "fidelity (uniform)", "kl": "KL (nats)", "queries_used": "queries used",
+    SECONDS: "attack time (s)", "victim_accuracy": "victim accuracy", "output_distortion": "output distortion",
+    "label_change_rate": "label change rate",
+}
+SHOWN_KINDS = ("extraction", "utility")
+STATUS_STYLES = {"complete": "ok", "partial": "warn", "failed": "bad", "running": "info"}
+DASH = "\u2013"  # shown for NaN and missing values
+
+
+# ---------------------------------------------------------------- entry point
 
 def build_report(run_dir: Path) -> Path:
-    path = Path(run_dir) / "report.html"
-    path.write_text("<html><body>report pending</body></html>")
+    """Write ``run_dir/report.html`` from the folder's results.csv and summary.json; return its path.
+
+    Raises :class:`stealcheck.errors.ScenarioError` when ``run_dir`` has no summary.json.
+    """
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    frame = read_results(run_dir)
+    html = render_report(summary, frame)
+    path = run_dir / REPORT_FILE
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)  # a reader never sees a half-written report
     return path
+
+
+def render_report(summary: Mapping[str, Any], frame: pd.DataFrame) -> str:
+    """The report page as an HTML string, from a summary dict and a results frame."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("stealcheck.reports", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html.j2").render(**report_context(summary, frame))
+
+
+def report_context(summary: Mapping[str, Any], frame: pd.DataFrame) -> dict[str, Any]:
+    """Everything the template shows, already aggregated and formatted."""
+    summary = dict(summary or {})
+    data = RunData.from_frame(frame, summary)
+    colours = plots.defence_colours(data.defences, data.baseline)
+    victim = as_dict(summary.get("victim"))
+    return {
+        "header": header_context(summary, data),
+        "gates": gates_context(summary.get("gates")),
+        "has_extraction": not data.agg.empty,
+        "summary_table": summary_table(data),
+        "figures": figures(data, colours, victim.get("test_accuracy")),
+        "seconds_table": seconds_table(data),
+        "utility": utility_table(data),
+        "full_table": full_table(data),
+        "glossary": glossary(data.extraction_metrics + data.utility_metrics),
+        "other_kinds": data.other_kinds,
+        "provenance": provenance(summary),
+    }
+
+
+# ---------------------------------------------------------------- data
+
+class RunData:
+    """results.csv split by kind, with extraction metrics aggregated over seeds."""
+
+    def __init__(self, agg: pd.DataFrame, utility: pd.DataFrame, attacks: list[str], defences: list[str],
+                 budgets: list[int], baseline: str | None, other_kinds: dict[str, int]):
+        self.agg = agg  # columns defence, attack, budget, metric, mean, std, n
+        self.utility = utility  # columns defence, metric, value
+        self.attacks, self.defences, self.budgets = attacks, defences, budgets
+        self.baseline = baseline
+        self.other_kinds = other_kinds
+        self.extraction_metrics = metric_order(agg["metric"], EXTRACTION_METRICS)
+        self.utility_metrics = metric_order(utility["metric"], UTILITY_METRICS)
+
+    @property
+    def top_budget(self) -> int | None:
+        """The largest budget that has results: the one the summary tables are read at."""
+        return self.budgets[-1] if self.budgets else None
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, summary: Mapping[str, Any]) -> "RunData":
+        frame = frame.copy()
+        for col in ("kind", "defence", "attack", "metric"):
+            frame[col] = frame[col].fillna("").astype(str) if col in frame else ""
+        for col in ("budget", "seed", "value"):
+            frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else np.nan
+        ext = frame[(frame["kind"] == "extraction") & frame["budget"].notna()]
+        util = frame[frame["kind"] == "utility"]
+        other = frame.loc[~frame["kind"].isin(SHOWN_KINDS), "kind"].value_counts()
+
+        agg = aggregate_over_seeds(ext)
+        utility = util.groupby(["defence", "metric"], sort=False, as_index=False)["value"].mean()
+        defence_plugins = as_dict(summary.get("defences"))
+        attack_plugins = as_dict(summary.get("attacks"))
+        defences = ordered(defence_plugins, list(ext["defence"]) + list(util["defence"]))
+        attacks = ordered(attack_plugins, ext["attack"])
+        budgets = sorted(int(b) for b in ext["budget"].unique())
+        return cls(agg, utility, attacks, defences, budgets, find_baseline(defences, defence_plugins),
+                   {str(k) or "(blank)": int(v) for k, v in other.items()})
+
+    def cell(self, defence: str, attack: str, budget: int | None, metric: str) -> tuple[float, float, int]:
+        """(mean, std, seeds) of one cell; NaNs and 0 when it has no result."""
+        rows = self.agg[(self.agg["defence"] == defence) & (self.agg["attack"] == attack)
+                        & (self.agg["budget"] == budget) & (self.agg["metric"] == metric)]
+        if rows.empty:
+            return math.nan, math.nan, 0
+        row = rows.iloc[0]
+        return float(row["mean"]), float(row["std"]), int(row["n"])
+
+    def utility_value(self, defence: str, metric: str) -> float:
+        rows = self.utility[(self.utility["defence"] == defence) & (self.utility["metric"] == metric)]
+        return float(rows["value"].iloc[0]) if len(rows) else math.nan
+
+    def seed_count(self) -> int:
+        return int(self.agg["n"].max()) if len(self.agg) else 0
+
+
+def aggregate_over_seeds(ext: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std (NaN with one seed) and seed count per defence × attack × budget × metric."""
+    columns = ["defence", "attack", "budget", "metric", "mean", "std", "n"]
+    if ext.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = ext.groupby(["defence", "attack", "budget", "metric"], sort=False)["value"]
+    agg = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    agg["budget"] = agg["budget"].astype(int)
+    return agg[columns]
+
+
+def ordered(preferred: Iterable[str], present: Iterable[str]) -> list[str]:
+    """Ids in the scenario's order (``preferred``) if they have results, then any others as they appear."""
+    present = [p for p in dict.fromkeys(present) if p]
+    return [p for p in preferred if p in present] + [p for p in present if p not in preferred]
+
+
+def find_baseline(defences: list[str], plugins: Mapping[str, str]) -> str | None:
+    """The undefended configuration (plugin ``none``), the reference every defence is compared with."""
+    for d in defences:
+        if plugins.get(d, d) == "none":
+            return d
+    return None
+
+
+def metric_order(present: Iterable[str], known: list[str]) -> list[str]:
+    present = list(dict.fromkeys(present))
+    return [m for m in known if m in present] + sorted(m for m in present if m not in known)
+
+
+# ---------------------------------------------------------------- formatting
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number with ``digits`` decimals; NaN, None and non-numbers become a dash."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return DASH
+    return f"{x:.{digits}f}" if math.isfinite(x) else DASH
+
+
+def fmt_metric(metric: str, value: float) -> str:
+    """A metric value in its natural unit: query counts as integers, seconds to 0.1 s, rates to 3 decimals."""
+    if metric == "queries_used":
+        return f"{value:,.0f}" if math.isfinite(value) else DASH
+    if metric == SECONDS:
+        return fmt(value, 1)
+    return fmt(value)
+
+
+def fmt_mean_std(mean: float, std: float, n: int, digits: int = 3) -> str:
+    """``mean ± std`` over seeds; the std only when there was more than one seed."""
+    if n > 1 and math.isfinite(std) and math.isfinite(mean):
+        return f"{fmt(mean, digits)} ± {fmt(std, digits)}"
+    return fmt(mean, digits)
+
+
+def fmt_budget(budget: Any) -> str:
+    try:
+        return f"{int(budget):,}"
+    except (TypeError, ValueError):
+        return DASH
+
+
+def fmt_duration(seconds: Any) -> str:
+    """Seconds as '2 min 25 s' / '1 h 03 min'."""
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return DASH
+    if not math.isfinite(s):
+        return DASH
+    if s < 60:
+        return f"{s:.1f} s"
+    minutes, sec = divmod(int(round(s)), 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def fmt_time(stamp: Any) -> str:
+    """An ISO timestamp as 'YYYY-MM-DD HH:MM:SS UTC' (the raw text if it does not parse)."""
+    if not stamp:
+        return DASH
+    try:
+        t = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return str(stamp)
+    zone = " UTC" if t.utcoffset() is not None and t.utcoffset().total_seconds() == 0 else \
+        (t.strftime(" %z") if t.tzinfo else "")
+    return t.strftime("%Y-%m-%d %H:%M:%S") + zone
+
+
+def fmt_value(value: Any) -> str:
+    """Any summary value as short text, for the provenance tables."""
+    if value is None or value == "":
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return fmt(value) if not value.is_integer() else f"{value:.1f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt_value(v) for v in value) or DASH
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={fmt_value(v)}" for k, v in value.items()) or DASH
+    return str(value)
+
+
+def split_id(config_id: str) -> dict[str, str]:
+    """A configuration id ('knockoff:strategy=random') as plugin name and parameters, for display."""
+    name, _, params = str(config_id).partition(":")
+    return {"id": str(config_id), "name": name, "params": params.replace(",", ", ")}
+
+
+# ---------------------------------------------------------------- sections
+
+def header_context(summary: Mapping[str, Any], data: RunData) -> dict[str, Any]:
+    """Title, status badge, headline finding and the key facts of the run."""
+    status = str(summary.get("status") or "unknown")
+    victim = as_dict(summary.get("victim"))
+    cells = as_dict(summary.get("cells"))
+    facts = [
+        ("Scenario", summary.get("scenario_name")),
+        ("Victim", victim.get("description")),
+        ("Victim test accuracy", fmt(victim.get("test_accuracy")) if victim.get("test_accuracy") is not None
+         else None),
+        ("Attacks × defences", f"{len(data.attacks)} × {len(data.defences)}" if data.attacks else None),
+        ("Query budgets", ", ".join(fmt_budget(b) for b in summary.get("budgets") or data.budgets) or None),
+        ("Seeds", ", ".join(str(s) for s in summary.get("seeds") or []) or None),
+        ("Cells done", f"{cells.get('done', DASH)} / {cells.get('total', DASH)}" if cells else None),
+        ("Finished", fmt_time(summary.get("finished_at")) if summary.get("finished_at") else None),
+        ("Wall time", fmt_duration(summary.get("wall_seconds")) if summary.get("wall_seconds") is not None
+         else None),
+    ]
+    return {
+        "title": summary.get("title") or summary.get("scenario_name") or "stealcheck report",
+        "description": (summary.get("description") or "").strip(),
+        "status": status,
+        "status_style": STATUS_STYLES.get(status, "info"),
+        "error": summary.get("error"),
+        "headline": headline(data, victim),
+        "facts": [(k, v) for k, v in facts if v not in (None, "")],
+        "version": summary.get("stealcheck_version"),
+    }
+
+
+def headline(data: RunData, victim: Mapping[str, Any]) -> str | None:
+    """One sentence on the strongest attack at the largest budget, and how much the best defence helps.
+
+    Defences are compared on their worst case (the attack that copies best against each defence),
+    because an attacker picks the attack that works.
+    """
+    budget = data.top_budget
+    worst = {}  # defence -> (fidelity of the strongest attack, that attack)
+    for d in data.defences:
+        scores = [(data.cell(d, a, budget, FIDELITY)[0], a) for a in data.attacks]
+        scores = [s for s in scores if math.isfinite(s[0])]
+        if scores:
+            worst[d] = max(scores)
+    if not worst:
+        return None
+    at = f"At {fmt_budget(budget)} queries"
+    base = data.baseline if data.baseline in worst else None
+    defended = {d: v for d, v in worst.items() if d != base}
+    if not defended:
+        f0, a0 = worst[base]
+        return f"{at}, the strongest attack ({a0}) copies the undefended victim with fidelity {fmt(f0)}."
+    best = min(defended, key=lambda d: defended[d][0])
+    f1, a1 = defended[best]
+    if base is None:
+        return f"{at}, the most effective defence, {best}, holds the strongest attack ({a1}) to fidelity {fmt(f1)}."
+    f0, a0 = worst[base]
+    if f1 >= f0:
+        return (f"{at}, no defence lowered the strongest attack's fidelity below the undefended baseline "
+                f"({a0}, fidelity {fmt(f0)}).")
+    cost = data.utility_value(best, "victim_accuracy") - data.utility_value(base, "victim_accuracy")
+    cost_text = f", at a change of {cost:+.3f} in the accuracy honest users get" if math.isfinite(cost) else ""
+    return (f"{at}, the strongest attack ({a0}) copies the undefended victim with fidelity {fmt(f0)}; the most "
+            f"effective defence, {best}, holds its strongest attack ({a1}) to {fmt(f1)} "
+            f"({f1 - f0:+.3f}){cost_text}.")
+
+
+def gates_context(gates: Any) -> dict[str, Any] | None:
+    """The expectation gates as table rows, with a pass count; None when the scenario set none."""
+    if not isinstance(gates, list) or not gates:
+        return None
+    rows = []
+    for g in gates:
+        g = g if isinstance(g, dict) else {}
+        lo, hi = g.get("min"), g.get("max")
+        if lo is not None and hi is not None:
+            bounds = f"{fmt_value(lo)} ≤ {g.get('metric', '?')} ≤ {fmt_value(hi)}"
+        elif lo is not None:
+            bounds = f"{g.get('metric', '?')} ≥ {fmt_value(lo)}"
+        elif hi is not None:
+            bounds = f"{g.get('metric', '?')} ≤ {fmt_value(hi)}"
+        else:
+            bounds = str(g.get("metric") or DASH)
+        rows.append({"name": g.get("name") or g.get("metric") or "(unnamed gate)", "bounds": bounds,
+                     "passed": bool(g.get("passed")), "detail": g.get("detail") or DASH})
+    passed = sum(r["passed"] for r in rows)
+    return {"rows": rows, "passed": passed, "total": len(rows)}
+
+
+def summary_table(data: RunData) -> dict[str, Any] | None:
+    """Attack × defence at the largest budget: fidelity and thief accuracy; the best defence per attack flagged."""
+    budget = data.top_budget
+    if budget is None:
+        return None
+    rows = []
+    for a in data.attacks:
+        cells = []
+        for d in data.defences:
+            fid = data.cell(d, a, budget, FIDELITY)
+            acc = data.cell(d, a, budget, ACCURACY)
+            cells.append({"fidelity": fmt_mean_std(*fid), "accuracy": fmt_mean_std(*acc),
+                          "value": fid[0], "best": False, "missing": fid[2] == 0 and acc[2] == 0})
+        finite = [c["value"] for c in cells if math.isfinite(c["value"])]
+        if len(finite) > 1:  # with a single result there is nothing to compare
+            for c in cells:
+                c["best"] = math.isfinite(c["value"]) and math.isclose(c["value"], min(finite), abs_tol=1e-12)
+        rows.append({"attack": split_id(a), "cells": cells})
+    return {"budget": fmt_budget(budget), "defences": [split_id(d) for d in data.defences],
+            "baseline": data.baseline, "rows": rows, "seeds": data.seed_count()}
+
+
+def figures(data: RunData, colours: Mapping[str, str], victim_accuracy: Any) -> list[dict[str, str]]:
+    """Budget curves (fidelity, then thief accuracy) and attack wall time, as inline SVG."""
+    out = []
+    specs = [(FIDELITY, "fidelity", "Fidelity: agreement with the victim's labels on the test set", None, ""),
+             (ACCURACY, "thief accuracy", "Thief accuracy on the test set's true labels",
+              victim_accuracy, "victim (undefended)")]
+    for metric, label, caption, ref, ref_label in specs:
+        curves = budget_curves(data, metric)
+        if curves:
+            ref_value = float(ref) if isinstance(ref, (int, float)) else None
+            out.append({"caption": caption, "svg": plots.budget_curves_svg(
+                curves, metric_label=label, colours=colours, baseline=data.baseline,
+                reference=ref_value, reference_label=ref_label, prefix=f"fig-{metric}")})
+    seconds = seconds_by_attack(data)
+    if seconds:
+        out.append({"caption": f"Attack wall time at {fmt_budget(data.top_budget)} queries (thief training "
+                               "included), mean over seeds",
+                    "svg": plots.attack_time_svg(seconds, colours=colours, budget_label=fmt_budget(data.top_budget),
+                                                 prefix="fig-time")})
+    return out
+
+
+def budget_curves(data: RunData, metric: str) -> dict[str, dict[str, list[tuple[float, float, float]]]]:
+    """curves[attack][defence] = [(budget, mean, std), ...] for ``metric``; empty when it was not measured."""
+    rows = data.agg[data.agg["metric"] == metric]
+    curves: dict[str, dict[str, list]] = {}
+    for a in data.attacks:
+        for d in data.defences:
+            sel = rows[(rows["attack"] == a) & (rows["defence"] == d)].sort_values("budget")
+            points = [(float(b), float(m), float(s) if n > 1 else math.nan)
+                      for b, m, s, n in zip(sel["budget"], sel["mean"], sel["std"], sel["n"])]
+            if points:
+                curves.setdefault(a, {})[d] = points
+    return curves
+
+
+def seconds_by_attack(data: RunData) -> dict[str, dict[str, float]]:
+    """Mean attack wall time at the largest budget: seconds[attack][defence]."""
+    out: dict[str, dict[str, float]] = {}
+    for a in data.attacks:
+        for d in data.defences:
+            mean = data.cell(d, a, data.top_budget, SECONDS)[0]
+            if math.isfinite(mean):
+                out.setdefault(a, {})[d] = mean
+    return out
+
+
+def seconds_table(data: RunData) -> dict[str, Any] | None:
+    """The wall-time figure's numbers, as a small attack × defence table."""
+    seconds = seconds_by_attack(data)
+    if not seconds:
+        return None
+    return {"defences": [split_id(d) for d in data.defences],
+            "rows": [{"attack": split_id(a), "cells": [fmt(seconds[a].get(d), 1) for d in data.defences]}
+                     for a in seconds]}
+
+
+def utility_table(data: RunData) -> dict[str, Any] | None:
+    """Per defence, what honest users pay: accuracy, distortion, changed labels (and change vs baseline)."""
+    if data.utility.empty:
+        return None
+    metrics = data.utility_metrics
+    base_acc = data.utility_value(data.baseline, "victim_accuracy") if data.baseline else math.nan
+    show_delta = "victim_accuracy" in metrics and math.isfinite(base_acc)
+    rows = []
+    for d in data.defences:
+        values = [data.utility_value(d, m) for m in metrics]
+        if not any(math.isfinite(v) for v in values):
+            continue
+        delta = data.utility_value(d, "victim_accuracy") - base_acc if show_delta else math.nan
+        rows.append({"defence": split_id(d), "baseline": d == data.baseline,
+                     "cells": [fmt_metric(m, v) for m, v in zip(metrics, values)],
+                     "delta": f"{delta:+.3f}" if math.isfinite(delta) else DASH})
+    return {"columns": [column(m) for m in metrics], "rows": rows, "show_delta": show_delta}
+
+
+def full_table(data: RunData) -> dict[str, Any] | None:
+    """Every extraction metric, mean over seeds, per defence × attack × budget."""
+    if data.agg.empty:
+        return None
+    metrics = data.extraction_metrics
+    rows = []
+    for d in data.defences:
+        for a in data.attacks:
+            for b in data.budgets:
+                cells = [data.cell(d, a, b, m) for m in metrics]
+                if all(n == 0 for _, _, n in cells):
+                    continue
+                rows.append({"defence": d, "attack": a, "budget": fmt_budget(b),
+                             "seeds": max(n for _, _, n in cells),
+                             "cells": [fmt_metric(m, mean) for m, (mean, _, _) in zip(metrics, cells)]})
+    return {"columns": [column(m) for m in metrics], "rows": rows}
+
+
+def column(metric: str) -> dict[str, str]:
+    return {"name": metric, "label": METRIC_LABELS.get(metric, metric), "description": metric_description(metric)}
+
+
+def metric_description(name: str) -> str:
+    """The registered metric's one-line description ('' for a metric this installation does not know)."""
+    try:
+        from stealcheck import registry
+
+        return registry.metrics.get(name).description
+    except Exception:  # an unknown metric, or plugins that fail to import, must not stop the report
+        return ""
+
+
+def glossary(metrics: list[str]) -> list[dict[str, str]]:
+    return [c for c in (column(m) for m in metrics) if c["description"]]
+
+
+def provenance(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything needed to reproduce or audit the run: models, data, times, software, scenario."""
+    def table(value: Any) -> list[tuple[str, str]]:
+        return [(str(k), fmt_value(v)) for k, v in as_dict(value).items()]
+
+    run = [
+        ("stealcheck version", summary.get("stealcheck_version")),
+        ("scenario file", summary.get("scenario_file")),
+        ("run folder", summary.get("run_dir")),
+        ("started", fmt_time(summary.get("started_at")) if summary.get("started_at") else None),
+        ("finished", fmt_time(summary.get("finished_at")) if summary.get("finished_at") else None),
+        ("wall time", fmt_duration(summary.get("wall_seconds")) if summary.get("wall_seconds") is not None else None),
+        ("resumed", fmt_value(summary.get("resumed")) if "resumed" in summary else None),
+        ("seeds", fmt_value(summary.get("seeds"))),
+        ("budgets", ", ".join(fmt_budget(b) for b in summary.get("budgets") or []) or None),
+        ("data seed", fmt_value(summary.get("data_seed")) if "data_seed" in summary else None),
+        ("git revision", summary.get("git_revision") or "not recorded"),
+    ]
+    configs = [(kind, config_id, plugin) for kind, key in (("attack", "attacks"), ("defence", "defences"))
+               for config_id, plugin in as_dict(summary.get(key)).items()]
+    return {
+        "run": [(k, v) for k, v in run if v not in (None, "", DASH)],
+        "victim": table(summary.get("victim")),
+        "thief": table(summary.get("thief")),
+        "configs": configs,
+        "packages": table(summary.get("packages")),
+        "platform": table(summary.get("platform")),
+        "scenario_as_written": yaml_text(summary.get("scenario_as_written")),
+        "scenario_resolved": yaml_text(summary.get("scenario_resolved")),
+    }
+
+
+def as_dict(value: Any) -> dict:
+    """``value`` if it is a dict, else an empty one (summary keys of a failed run may be missing or null)."""
+    return value if isinstance(value, dict) else {}
+
+
+def yaml_text(value: Any) -> str | None:
+    """A scenario dict as YAML, in the order it was written."""
+    if not value:
+        return None
+    try:
+        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
+    except yaml.YAMLError:
+        return str(value)

@@ -1,0 +1,160 @@
+"""Figures of the HTML report, rendered by matplotlib as inline SVG strings.
+
+Only the object-oriented API (``matplotlib.figure.Figure``) is used, never pyplot: no GUI backend,
+no global figure registry, and no change to the process-wide backend of whoever imported us.
+Every setting that shapes the SVG (font handling, id salt, no date metadata) is fixed so that the
+same results always give byte-identical SVG, which keeps the report a pure function of its inputs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import textwrap
+from typing import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+# Colour-blind-safe palette (Okabe & Ito); the undefended baseline is drawn in neutral black.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#999999"]
+BASELINE_COLOUR = "#222222"
+MAX_COLUMNS = 3
+
+_RC = {
+    "svg.fonttype": "none",  # keep text as <text>: crisp, searchable, and small
+    "svg.hashsalt": "stealcheck",  # deterministic ids for clip paths and markers
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e3e6ea",
+    "grid.linewidth": 0.8,
+    "legend.frameon": False,
+}
+# No Creator/Date/Format/Type: the date would break reproducibility, the others carry URLs.
+_NO_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
+
+
+def defence_colours(defences: Sequence[str], baseline: str | None) -> dict[str, str]:
+    """A stable colour per defence, shared by every figure so a defence looks the same everywhere."""
+    colours, i = {}, 0
+    for d in defences:
+        if d == baseline:
+            colours[d] = BASELINE_COLOUR
+        else:
+            colours[d] = PALETTE[i % len(PALETTE)]
+            i += 1
+    return colours
+
+
+def plain(text: str) -> str:
+    """Escape ``$`` so matplotlib never reads a plugin id as mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def wrap_title(text: str, width: int = 34) -> str:
+    """Wrap a long attack id at its parameter separators so subplot titles do not overlap."""
+    return "\n".join(textwrap.wrap(plain(text).replace(",", ", "), width=width)) or " "
+
+
+def svg_string(fig: Figure, prefix: str) -> str:
+    """``fig`` as an inline <svg> element: no XML prolog, ids made unique on the page, fluid width."""
+    buf = io.StringIO()
+    with matplotlib.rc_context(_RC):
+        fig.savefig(buf, format="svg", metadata=_NO_METADATA, bbox_inches="tight")
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]  # the prolog and DOCTYPE are not allowed inside HTML
+    # Several figures share one HTML document, and matplotlib numbers ids per figure (patch_1, ...):
+    # prefix every id and every reference to one so that they cannot collide.
+    svg = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}-\1"', svg)
+    svg = re.sub(r'href="#([^"]+)"', rf'href="#{prefix}-\1"', svg)
+    svg = re.sub(r"url\(#([^)]+)\)", rf"url(#{prefix}-\1)", svg)
+    # Let CSS size the figure; the viewBox keeps its aspect ratio.
+    svg = re.sub(r'^<svg([^>]*?) width="[^"]*" height="[^"]*"', r"<svg\1", svg, count=1)
+    return svg.replace("<svg", f'<svg role="img" class="figure-svg" aria-label="{prefix}"', 1)
+
+
+def _new_figure(n_panels: int, panel_size: tuple[float, float]) -> tuple[Figure, list]:
+    """A figure with ``n_panels`` axes in rows of at most MAX_COLUMNS; unused axes are hidden."""
+    cols = max(1, min(MAX_COLUMNS, n_panels))
+    rows = max(1, math.ceil(n_panels / cols))
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(panel_size[0] * cols, panel_size[1] * rows), layout="constrained")
+        axes = list(np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel())
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def budget_curves_svg(curves: Mapping[str, Mapping[str, Sequence[tuple[float, float, float]]]],
+                      *, metric_label: str, colours: Mapping[str, str], baseline: str | None,
+                      reference: float | None = None, reference_label: str = "", prefix: str) -> str:
+    """One panel per attack: ``metric_label`` against the query budget, one line per defence.
+
+    ``curves[attack][defence]`` is a list of ``(budget, mean, std)`` points (std NaN with one seed);
+    a shaded band shows mean ± std over seeds. ``reference`` draws a dotted horizontal line (the
+    victim's own accuracy, for instance).
+    """
+    attacks = list(curves)
+    fig, axes = _new_figure(len(attacks), (3.9, 2.9))
+    all_budgets = sorted({b for per_def in curves.values() for pts in per_def.values() for b, _, _ in pts})
+    log_x = len(all_budgets) > 1 and all_budgets[0] > 0 and all_budgets[-1] / all_budgets[0] >= 20
+    with matplotlib.rc_context(_RC):
+        for ax, attack in zip(axes, attacks):
+            for defence, points in curves[attack].items():
+                _draw_curve(ax, points, label=plain(defence), colour=colours.get(defence, PALETTE[-1]),
+                            dashed=defence == baseline)
+            if reference is not None and np.isfinite(reference):
+                ax.axhline(reference, color="#888888", linestyle=":", linewidth=1.2, label=plain(reference_label))
+            ax.set_title(wrap_title(attack), loc="left")
+            ax.set_xlabel("query budget")
+            ax.set_ylabel(metric_label)
+            ax.set_ylim(-0.02, 1.02)
+            if log_x:
+                ax.set_xscale("log")
+            ax.set_xticks(all_budgets, [f"{b:,.0f}" for b in all_budgets])
+            ax.minorticks_off()
+        handles, labels = axes[0].get_legend_handles_labels() if axes else ([], [])
+        if handles:
+            fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=8.5)
+    return svg_string(fig, prefix)
+
+
+def _draw_curve(ax, points: Sequence[tuple[float, float, float]], *, label: str, colour: str, dashed: bool) -> None:
+    """A mean line with markers and, where there is a spread over seeds, a ± std band."""
+    pts = sorted(points)
+    x = np.array([p[0] for p in pts], dtype=float)
+    mean = np.array([p[1] for p in pts], dtype=float)
+    std = np.array([p[2] for p in pts], dtype=float)
+    ax.plot(x, mean, color=colour, marker="o", markersize=3.5, linewidth=1.8,
+            linestyle="--" if dashed else "-", label=label)
+    if np.isfinite(std).any():
+        spread = np.nan_to_num(std, nan=0.0)
+        ax.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.15, linewidth=0)
+
+
+def attack_time_svg(seconds: Mapping[str, Mapping[str, float]], *, colours: Mapping[str, str],
+                    budget_label: str, prefix: str) -> str:
+    """Grouped horizontal bars: the attack's wall time (thief training included) per attack and defence."""
+    attacks = list(seconds)
+    defences = list(dict.fromkeys(d for per_def in seconds.values() for d in per_def))
+    height = 0.8 / max(1, len(defences))
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(7.5, 0.5 + 0.32 * len(attacks) * max(1, len(defences)) + 0.4), layout="constrained")
+        ax = fig.subplots()
+        for j, defence in enumerate(defences):
+            y = [i + (j - (len(defences) - 1) / 2) * height for i in range(len(attacks))]
+            values = [seconds[a].get(defence, float("nan")) for a in attacks]
+            ax.barh(y, values, height=height * 0.9, color=colours.get(defence, PALETTE[-1]), label=plain(defence))
+        ax.set_yticks(range(len(attacks)), [wrap_title(a, 40) for a in attacks])
+        ax.invert_yaxis()  # first attack on top, as in the tables
+        ax.set_xlabel(f"attack wall time at {budget_label} queries (s)")
+        ax.grid(axis="y", visible=False)
+        if defences:
+            fig.legend(loc="outside right upper", fontsize=8)
+    return svg_string(fig, prefix)
