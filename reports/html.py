@@ -92,6 +92,9 @@ class RunData:
     def __init__(self, agg: pd.DataFrame, utility: pd.DataFrame, attacks: list[str], defences: list[str],
                  budgets: list[int], baseline: str | None, other_kinds: dict[str, int]):
         self.agg = agg  # columns defence, attack, budget, metric, mean, std, n
+        # Tables look cells up one by one: index them once instead of filtering the frame each time.
+        self._cells = {(d, a, int(b), m): (float(mean), float(std), int(n)) for d, a, b, m, mean, std, n in
+                       agg[["defence", "attack", "budget", "metric", "mean", "std", "n"]].itertuples(index=False)}
         self.utility = utility  # columns defence, metric, value
         self.attacks, self.defences, self.budgets = attacks, defences, budgets
         self.baseline = baseline
@@ -127,12 +130,7 @@ class RunData:
 
     def cell(self, defence: str, attack: str, budget: int | None, metric: str) -> tuple[float, float, int]:
         """(mean, std, seeds) of one cell; NaNs and 0 when it has no result."""
-        rows = self.agg[(self.agg["defence"] == defence) & (self.agg["attack"] == attack)
-                        & (self.agg["budget"] == budget) & (self.agg["metric"] == metric)]
-        if rows.empty:
-            return math.nan, math.nan, 0
-        row = rows.iloc[0]
-        return float(row["mean"]), float(row["std"]), int(row["n"])
+        return self._cells.get((defence, attack, budget, metric), (math.nan, math.nan, 0))
 
     def utility_value(self, defence: str, metric: str) -> float:
         rows = self.utility[(self.utility["defence"] == defence) & (self.utility["metric"] == metric)]
@@ -319,10 +317,10 @@ def headline(data: RunData, victim: Mapping[str, Any]) -> str | None:
         return (f"{at}, no defence lowered the strongest attack's fidelity below the undefended baseline "
                 f"({a0}, fidelity {fmt(f0)}).")
     cost = data.utility_value(best, "victim_accuracy") - data.utility_value(base, "victim_accuracy")
-    cost_text = f", at a change of {cost:+.3f} in the accuracy honest users get" if math.isfinite(cost) else ""
+    cost_text = f", while honest users' accuracy changes by {cost:+.3f}" if math.isfinite(cost) else ""
     return (f"{at}, the strongest attack ({a0}) copies the undefended victim with fidelity {fmt(f0)}; the most "
             f"effective defence, {best}, holds its strongest attack ({a1}) to {fmt(f1)} "
-            f"({f1 - f0:+.3f}){cost_text}.")
+            f"({f1 - f0:+.3f} vs. baseline){cost_text}.")
 
 
 def gates_context(gates: Any) -> dict[str, Any] | None:
@@ -438,7 +436,8 @@ def utility_table(data: RunData) -> dict[str, Any] | None:
         values = [data.utility_value(d, m) for m in metrics]
         if not any(math.isfinite(v) for v in values):
             continue
-        delta = data.utility_value(d, "victim_accuracy") - base_acc if show_delta else math.nan
+        # The baseline's own change is zero by definition: show a dash rather than a meaningless +0.000.
+        delta = data.utility_value(d, "victim_accuracy") - base_acc if show_delta and d != data.baseline else math.nan
         rows.append({"defence": split_id(d), "baseline": d == data.baseline,
                      "cells": [fmt_metric(m, v) for m, v in zip(metrics, values)],
                      "delta": f"{delta:+.3f}" if math.isfinite(delta) else DASH})

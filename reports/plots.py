@@ -63,7 +63,7 @@ def wrap_title(text: str, width: int = 34) -> str:
 
 
 def svg_string(fig: Figure, prefix: str) -> str:
-    """``fig`` as an inline <svg> element: no XML prolog, ids made unique on the page, fluid width."""
+    """``fig`` as an inline <svg> element: no XML prolog, and ids made unique on the page."""
     buf = io.StringIO()
     with matplotlib.rc_context(_RC):
         fig.savefig(buf, format="svg", metadata=_NO_METADATA, bbox_inches="tight")
@@ -74,8 +74,6 @@ def svg_string(fig: Figure, prefix: str) -> str:
     svg = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}-\1"', svg)
     svg = re.sub(r'href="#([^"]+)"', rf'href="#{prefix}-\1"', svg)
     svg = re.sub(r"url\(#([^)]+)\)", rf"url(#{prefix}-\1)", svg)
-    # Let CSS size the figure; the viewBox keeps its aspect ratio.
-    svg = re.sub(r'^<svg([^>]*?) width="[^"]*" height="[^"]*"', r"<svg\1", svg, count=1)
     return svg.replace("<svg", f'<svg role="img" class="figure-svg" aria-label="{prefix}"', 1)
 
 
@@ -121,7 +119,7 @@ def budget_curves_svg(curves: Mapping[str, Mapping[str, Sequence[tuple[float, fl
             ax.minorticks_off()
         handles, labels = axes[0].get_legend_handles_labels() if axes else ([], [])
         if handles:
-            fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=8.5)
+            fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), fontsize=8.5)
     return svg_string(fig, prefix)
 
 
@@ -145,7 +143,7 @@ def attack_time_svg(seconds: Mapping[str, Mapping[str, float]], *, colours: Mapp
     defences = list(dict.fromkeys(d for per_def in seconds.values() for d in per_def))
     height = 0.8 / max(1, len(defences))
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(7.5, 0.5 + 0.32 * len(attacks) * max(1, len(defences)) + 0.4), layout="constrained")
+        fig = Figure(figsize=(7.5, 0.8 + 0.2 * len(attacks) * max(1, len(defences))), layout="constrained")
         ax = fig.subplots()
         for j, defence in enumerate(defences):
             y = [i + (j - (len(defences) - 1) / 2) * height for i in range(len(attacks))]
