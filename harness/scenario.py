@@ -512,7 +512,7 @@ def check_scenario(scenario: Scenario) -> None:
         info = registry.attacks.get(ref.plugin)
         needs = info.meta.get("needs_output")
         need = needs(ref.params) if callable(needs) else needs
-        if need == "probabilities" and offered != "probabilities":
+        if need == "probabilities" and offered == "label":
             raise ScenarioError(
                 f"attack '{ref.id}' needs probability outputs but the victim serves '{offered}'. "
                 "Use the attack's label variant (e.g. use_probability: false) or serve probabilities.",

@@ -37,7 +37,13 @@ class ThiefClassifier(PyTorchClassifier):
 
     def fit(self, x: np.ndarray, y: np.ndarray, batch_size: int = 64, nb_epochs: int = 10, **kwargs: Any) -> None:
         y = np.asarray(y)
-        y_soft = one_hot(y.astype(int), self.nb_classes) if y.ndim == 1 else y.astype(np.float32)
+        if y.ndim == 1:
+            y_soft = one_hot(y.astype(int), self.nb_classes)
+        else:
+            # top-k answers are not normalised (the rest is 0): make each target a distribution
+            y_soft = y.astype(np.float32)
+            sums = y_soft.sum(axis=1, keepdims=True)
+            y_soft = np.where(sums > 0, y_soft / np.where(sums > 0, sums, 1), 1.0 / self.nb_classes)
         steps = train_steps(len(x), nb_epochs, batch_size, self.spec.min_steps, self.spec.max_steps)
         if len(x) < 2:  # single-sample online updates (adaptive KnockoffNets): one step, as ART does
             steps = 1
