@@ -125,7 +125,15 @@ def pydantic_to_scenario_error(exc: ValidationError, model: type[BaseModel] | No
         elif etype == "missing":
             msg = f"missing required key '{loc[-1]}'{(' for ' + what) if what else ''}."
         else:
-            msg = f"{err['msg']}; got {given!r}."
+            text = err["msg"]
+            for prefix in ("Value error, ", "Assertion failed, "):
+                if text.startswith(prefix):
+                    text = text[len(prefix):]
+            msg = text if "got" in text else f"{text}; got {given!r}"
+            msg = msg.rstrip(".") + "."
+            if etype == "literal_error":
+                options = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+                msg += did_you_mean(str(given), options)
             if what:
                 msg = f"invalid value for {what}: " + msg
         messages.append((path, msg))
@@ -467,7 +475,7 @@ def _resolve_victim(raw: dict) -> VictimRef:
         params = info.params.model_validate(rest)
     except ValidationError as exc:
         err = pydantic_to_scenario_error(exc, info.params, "victim", what=f"victim kind '{kind}'")
-        if "unknown key" in err.message:
+        if "unknown key" in err.message and err.path and err.path.count(".") == 1:
             err = ScenarioError(err.message.rstrip(".") + f", {', '.join(sorted(VICTIM_COMMON_KEYS))}.", path=err.path)
         raise err from None
     return VictimRef(str(kind), output, top_k, params, raw)

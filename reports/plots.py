@@ -66,7 +66,7 @@ def svg_string(fig: Figure, prefix: str) -> str:
     """``fig`` as an inline <svg> element: no XML prolog, and ids made unique on the page."""
     buf = io.StringIO()
     with matplotlib.rc_context(_RC):
-        fig.savefig(buf, format="svg", metadata=_NO_METADATA, bbox_inches="tight")
+        fig.savefig(buf, format="svg", metadata=_NO_METADATA)
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]  # the prolog and DOCTYPE are not allowed inside HTML
     # Several figures share one HTML document, and matplotlib numbers ids per figure (patch_1, ...):
@@ -143,7 +143,7 @@ def attack_time_svg(seconds: Mapping[str, Mapping[str, float]], *, colours: Mapp
     defences = list(dict.fromkeys(d for per_def in seconds.values() for d in per_def))
     height = 0.8 / max(1, len(defences))
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(7.5, 0.8 + 0.2 * len(attacks) * max(1, len(defences))), layout="constrained")
+        fig = Figure(figsize=(8.5, 1.1 + 0.2 * len(attacks) * max(1, len(defences))), layout="constrained")
         ax = fig.subplots()
         for j, defence in enumerate(defences):
             y = [i + (j - (len(defences) - 1) / 2) * height for i in range(len(attacks))]
@@ -154,5 +154,5 @@ def attack_time_svg(seconds: Mapping[str, Mapping[str, float]], *, colours: Mapp
         ax.set_xlabel(f"attack wall time at {budget_label} queries (s)")
         ax.grid(axis="y", visible=False)
         if defences:
-            fig.legend(loc="outside right upper", fontsize=8)
+            fig.legend(loc="outside lower center", ncols=min(len(defences), 5), fontsize=8.5)
     return svg_string(fig, prefix)
