@@ -42,12 +42,12 @@ def evaluate_gate(gate: Gate, frame: pd.DataFrame, attack_plugins: dict[str, str
         rows = rows[pd.to_numeric(rows["budget"], errors="coerce") == budget]
     observed = []
     if len(rows):
-        keys = ["defence", "attack", "budget"]
-        grouped = rows.assign(attack=rows["attack"].fillna(""), budget=rows["budget"].fillna("")) \
-            .groupby(keys, sort=True)["value"].mean()
+        keyed = rows.assign(attack=rows["attack"].astype(object).where(rows["attack"].notna(), ""),
+                            budget=pd.to_numeric(rows["budget"], errors="coerce"))
+        grouped = keyed.groupby(["defence", "attack", "budget"], sort=True, dropna=False)["value"].mean()
         for (defence, attack, budget), value in grouped.items():
             observed.append({"defence": defence, "attack": attack or None,
-                             "budget": int(float(budget)) if budget != "" else None, "value": float(value)})
+                             "budget": None if pd.isna(budget) else int(budget), "value": float(value)})
     failures = [o for o in observed
                 if not np.isfinite(o["value"])
                 or (gate.min is not None and o["value"] < gate.min)

@@ -19,6 +19,13 @@ def cell_key(kind: str, defence: str, attack: str = "", seed: int | str = "") ->
     return f"{kind}|{defence}|{attack}|{seed}"
 
 
+def _seed_text(seed) -> str:
+    """The seed as cell_key writes it: '' for utility rows, '3' (not '3.0') once pandas made it a float."""
+    if seed is None or seed == "" or (isinstance(seed, float) and pd.isna(seed)):
+        return ""
+    return str(int(float(seed)))
+
+
 class ResultsStore:
     """Appends rows to results.csv and records finished cells in cells.jsonl (both flushed at once).
 
@@ -48,8 +55,8 @@ class ResultsStore:
         done = self.done_cells()
         if self.csv_path.exists():
             frame = read_results(self.run_dir)
-            keys = [cell_key(k, d, a, s) for k, d, a, s in
-                    zip(frame["kind"], frame["defence"], frame["attack"].fillna(""), frame["seed"].fillna(""))]
+            keys = [cell_key(k, d, "" if pd.isna(a) else a, _seed_text(s)) for k, d, a, s in
+                    zip(frame["kind"], frame["defence"], frame["attack"], frame["seed"])]
             frame = frame[[k in done for k in keys]]
             frame.to_csv(self.csv_path, index=False, columns=COLUMNS)
         return done

@@ -393,6 +393,11 @@ def _where(lines: dict[tuple, int], source: str | None, path: str | None) -> str
     while parts:
         if tuple(parts) in lines:
             return f"{source}:{lines[tuple(parts)]}"
+        # A plugin's params sit one level deeper in the file than in the key path
+        # (attacks.0.knockoff.strategy, or attacks.0.params.strategy in the long form).
+        for key, line in lines.items():
+            if len(key) == len(parts) + 1 and any(key[:i] + key[i + 1:] == tuple(parts) for i in range(len(key))):
+                return f"{source}:{line}"
         parts.pop()
     return source
 
