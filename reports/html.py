@@ -268,8 +268,8 @@ def header_context(summary: Mapping[str, Any], data: RunData) -> dict[str, Any]:
         ("Victim test accuracy", fmt(victim.get("test_accuracy")) if victim.get("test_accuracy") is not None
          else None),
         ("Attacks × defences", f"{len(data.attacks)} × {len(data.defences)}" if data.attacks else None),
-        ("Query budgets", ", ".join(fmt_budget(b) for b in summary.get("budgets") or data.budgets) or None),
-        ("Seeds", ", ".join(str(s) for s in summary.get("seeds") or []) or None),
+        ("Query budgets", ", ".join(fmt_budget(b) for b in as_list(summary.get("budgets")) or data.budgets) or None),
+        ("Seeds", ", ".join(str(s) for s in as_list(summary.get("seeds"))) or None),
         ("Cells done", f"{cells.get('done', DASH)} / {cells.get('total', DASH)}" if cells else None),
         ("Finished", fmt_time(summary.get("finished_at")) if summary.get("finished_at") else None),
         ("Wall time", fmt_duration(summary.get("wall_seconds")) if summary.get("wall_seconds") is not None
@@ -277,26 +277,29 @@ def header_context(summary: Mapping[str, Any], data: RunData) -> dict[str, Any]:
     ]
     return {
         "title": summary.get("title") or summary.get("scenario_name") or "stealcheck report",
-        "description": (summary.get("description") or "").strip(),
+        "description": str(summary.get("description") or "").strip(),
         "status": status,
         "status_style": STATUS_STYLES.get(status, "info"),
         "error": summary.get("error"),
-        "headline": headline(data, victim),
+        "headline": headline(data),
         "facts": [(k, v) for k, v in facts if v not in (None, "")],
         "version": summary.get("stealcheck_version"),
     }
 
 
-def headline(data: RunData, victim: Mapping[str, Any]) -> str | None:
+def headline(data: RunData) -> str | None:
     """One sentence on the strongest attack at the largest budget, and how much the best defence helps.
 
     Defences are compared on their worst case (the attack that copies best against each defence),
-    because an attacker picks the attack that works.
+    because an attacker picks the attack that works. In a partial run only attacks measured against
+    every defence are compared, so that a defence does not look better for a missing result.
     """
     budget = data.top_budget
+    measured = [a for a in data.attacks
+                if all(math.isfinite(data.cell(d, a, budget, FIDELITY)[0]) for d in data.defences)]
     worst = {}  # defence -> (fidelity of the strongest attack, that attack)
     for d in data.defences:
-        scores = [(data.cell(d, a, budget, FIDELITY)[0], a) for a in data.attacks]
+        scores = [(data.cell(d, a, budget, FIDELITY)[0], a) for a in measured or data.attacks]
         scores = [s for s in scores if math.isfinite(s[0])]
         if scores:
             worst[d] = max(scores)
@@ -456,7 +459,7 @@ def full_table(data: RunData) -> dict[str, Any] | None:
                 cells = [data.cell(d, a, b, m) for m in metrics]
                 if all(n == 0 for _, _, n in cells):
                     continue
-                rows.append({"defence": d, "attack": a, "budget": fmt_budget(b),
+                rows.append({"defence": split_id(d), "attack": split_id(a), "budget": fmt_budget(b),
                              "seeds": max(n for _, _, n in cells),
                              "cells": [fmt_metric(m, mean) for m, (mean, _, _) in zip(metrics, cells)]})
     return {"columns": [column(m) for m in metrics], "rows": rows}
@@ -494,7 +497,7 @@ def provenance(summary: Mapping[str, Any]) -> dict[str, Any]:
         ("wall time", fmt_duration(summary.get("wall_seconds")) if summary.get("wall_seconds") is not None else None),
         ("resumed", fmt_value(summary.get("resumed")) if "resumed" in summary else None),
         ("seeds", fmt_value(summary.get("seeds"))),
-        ("budgets", ", ".join(fmt_budget(b) for b in summary.get("budgets") or []) or None),
+        ("budgets", ", ".join(fmt_budget(b) for b in as_list(summary.get("budgets"))) or None),
         ("data seed", fmt_value(summary.get("data_seed")) if "data_seed" in summary else None),
         ("git revision", summary.get("git_revision") or "not recorded"),
     ]
@@ -517,11 +520,31 @@ def as_dict(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def as_list(value: Any) -> list:
+    """``value`` if it is a list, a one-item list for a scalar, empty for None."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+class _ReadableDumper(yaml.SafeDumper):
+    """safe_dump, with multi-line strings (descriptions) as literal blocks instead of quoted runs."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value.strip("\n") or value.endswith("\n") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ReadableDumper.add_representer(str, _represent_str)
+
+
 def yaml_text(value: Any) -> str | None:
     """A scenario dict as YAML, in the order it was written."""
     if not value:
         return None
     try:
-        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
+        return yaml.dump(value, Dumper=_ReadableDumper, sort_keys=False, allow_unicode=True,
+                         default_flow_style=None, width=100)
     except yaml.YAMLError:
         return str(value)

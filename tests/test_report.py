@@ -108,6 +108,8 @@ def test_report_contents(run_dir: Path):
     assert "0.720 ± 0.028" in html  # copycat vs none at the largest budget, mean ± std over 2 seeds
     assert f"{(0.45 + 0.49) / 2:.3f} ± {math.sqrt(2) * 0.02:.3f}" in html  # knockoff vs rounded: the best cell
     assert "<svg" in html
+    # Headline: copycat is the strongest attack against both defences; rounding lowers it by 0.040.
+    assert "the most effective defence, rounded:decimals=1, holds its strongest attack (copycat) to 0.680" in html
     assert "FAIL" in html and "PASS" in html
     assert "rounding stops knockoff" in html
     assert "0.971" in html  # victim accuracy under rounding (utility table)
