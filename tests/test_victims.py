@@ -162,3 +162,41 @@ def test_sklearn_victim_is_cached(tmp_path):
     assert first.info["cached"] is False and second.info["cached"] is True
     np.testing.assert_array_equal(first.predict_proba(data.x), second.predict_proba(data.x))
     assert first.nb_classes == NB_CLASSES
+
+
+@pytest.mark.parametrize("architecture, shape, arch_params", [
+    ("timm:resnet18", (3, 32, 32), {}),
+    ("torchvision:resnet18", (3, 32, 32), {}),
+    ("resnet18", (1, 28, 28), {}),
+    ("conv3", (3, 32, 32), {"width": 4}),
+    ("stealcheck.adapters.networks:mlp", (1, 8, 8), {"hidden": [5]}),  # a user 'package.module:callable'
+])
+def test_architectures_build_for_the_declared_input(architecture, shape, arch_params):
+    import torch
+
+    from stealcheck.adapters.networks import build_network
+
+    net = build_network(architecture, shape, 7, arch_params)
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.rand(2, *shape)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("architecture, message", [
+    ("timm:resnet81", "Did you mean 'resnet18'"),
+    ("torchvision:resnet81", "Did you mean 'resnet18'"),
+    ("conv4", "Did you mean 'conv3'"),
+    ("no_such_module_xyz:build", "cannot load architecture"),
+])
+def test_unknown_architectures_are_scenario_errors(architecture, message):
+    from stealcheck.adapters.networks import build_network
+
+    with pytest.raises(ScenarioError, match=message):
+        build_network(architecture, (3, 32, 32), 10)
+
+
+def test_bad_arch_params_are_scenario_errors():
+    from stealcheck.adapters.networks import build_network
+
+    with pytest.raises(ScenarioError, match="bad arch_params"):
+        build_network("conv3", (1, 28, 28), 10, {"widht": 8})
