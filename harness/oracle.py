@@ -43,9 +43,10 @@ def apply_output_mode(probs: np.ndarray, mode: str, top_k: int = 1) -> np.ndarra
 
 @dataclass
 class ClientRecord:
-    """What one client sent: query count, and the inputs themselves when recording is on."""
+    """What one client sent: query count, and its first inputs (up to the oracle's record limit)."""
 
     queries: int = 0
+    recorded: int = 0
     batches: list[np.ndarray] = field(default_factory=list)
 
     def inputs(self) -> np.ndarray:
@@ -54,6 +55,9 @@ class ClientRecord:
 
 class Oracle(BlackBoxClassifier):
     """An ART ``BlackBoxClassifier`` over the defended victim that counts and records queries.
+
+    Every query is counted; the first ``record_limit`` inputs of each client are kept (in order)
+    so that detectors can later be scored on exactly what an attack sent.
 
     ``victim_predict`` returns the victim's raw probabilities; ``postprocessors`` (callables on
     probability arrays, e.g. ART postprocessors) are applied in order, then the output mode.
@@ -65,7 +69,7 @@ class Oracle(BlackBoxClassifier):
                  nb_classes: int, clip_values: tuple[float, float], *,
                  postprocessors: Sequence[Callable[[np.ndarray], np.ndarray]] = (),
                  output_mode: str = "probabilities", top_k: int = 1, budget: int | None = None,
-                 record_inputs: bool = True, client_id: str = "attacker"):
+                 record_inputs: bool = True, record_limit: int = 20000, client_id: str = "attacker"):
         super().__init__(predict_fn=self._answer, input_shape=tuple(input_shape), nb_classes=nb_classes,
                          clip_values=clip_values)
         self._victim_predict = victim_predict
@@ -74,6 +78,7 @@ class Oracle(BlackBoxClassifier):
         self.top_k = top_k
         self.budget = budget
         self.record_inputs = record_inputs
+        self.record_limit = record_limit  # data-free attacks send millions of inputs: keep the first ones
         self.client_id = client_id
         self.clients: dict[str, ClientRecord] = {}
 
@@ -88,8 +93,10 @@ class Oracle(BlackBoxClassifier):
             raise BudgetExceededError(
                 f"client '{cid}' asked for {len(x)} more queries with {record.queries} of {self.budget} used")
         record.queries += len(x)
-        if self.record_inputs:
-            record.batches.append(x.copy())
+        if self.record_inputs and record.recorded < self.record_limit:
+            keep = x[: self.record_limit - record.recorded].copy()
+            record.batches.append(keep)
+            record.recorded += len(keep)
         return self._answer(x)
 
     def _answer(self, x: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from .gates import GateResult, evaluate_gate, format_gate_table, write_junit
 from .metrics import ExtractionEval, UtilityEval
 from .oracle import Oracle
 from .results import ResultsStore, cell_key, read_results, read_summary, write_summary
-from .scenario import Scenario
+from .scenario import Scenario, uses_pool
 from .thief import make_thief
 from .victim import Victim, VictimContext
 
@@ -248,8 +248,9 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
     test = data("test")
     if m.evaluation.test_limit:
         test = test.subset(np.arange(min(len(test), m.evaluation.test_limit)))
-    pool = data("attacker")
-    if len(pool) < max(m.budgets):
+    needs_pool = any(uses_pool(registry.attacks.get(a.plugin)) for a in scenario.attacks)
+    pool = data("attacker") if needs_pool else None
+    if pool is not None and len(pool) < max(m.budgets):
         raise ScenarioError(f"the attacker pool holds {len(pool)} samples, fewer than the largest budget "
                             f"({max(m.budgets)}).", path="budgets")
     if test.y is not None and test.y.max() >= victim.nb_classes:
@@ -265,7 +266,8 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
     summary["victim"] = {"kind": scenario.victim.kind, "description": victim.description,
                          "nb_classes": victim.nb_classes, "input_shape": list(victim.input_shape),
                          "output": scenario.victim.output, "test_accuracy": victim_acc,
-                         "test_samples": len(test), "pool": pool.name, "pool_samples": len(pool), **victim.info}
+                         "test_samples": len(test), "pool": pool.name if pool is not None else None,
+                         "pool_samples": len(pool) if pool is not None else None, **victim.info}
     write_summary(run_dir, summary)
     victim_name = victim.description
     thief_arch = m.thief.architecture or victim.thief_architecture
@@ -334,6 +336,7 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
         oracle = make_oracle(d.id, max(m.budgets))
         ctx = AttackContext(
             oracle=oracle, pool=pool, budgets=list(m.budgets), thief_spec=m.thief, seed=seed, progress=progress,
+            load_data=data,
             make_thief=lambda: make_thief(m.thief, thief_arch, thief_arch_params, victim.input_shape,
                                           victim.nb_classes, victim.clip_values, seed, progress=progress))
         attack = registry.attacks.get(a.plugin).obj(a.params)

@@ -486,7 +486,7 @@ def _resolve_victim(raw: dict) -> VictimRef:
     return VictimRef(str(kind), output, top_k, params, raw)
 
 
-REQUIRED_DATA_ROLES = ("test", "attacker")
+REQUIRED_DATA_ROLES = ("test",)
 
 
 def _resolve_data(raw: dict) -> dict[str, DataRef]:
@@ -494,7 +494,8 @@ def _resolve_data(raw: dict) -> dict[str, DataRef]:
     for role in REQUIRED_DATA_ROLES:
         if role not in raw:
             raise ScenarioError(f"missing data set '{role}'. A scenario needs at least: "
-                                f"{', '.join(REQUIRED_DATA_ROLES)} (and victim_train when the victim is trained).",
+                                f"{', '.join(REQUIRED_DATA_ROLES)} (plus victim_train when the victim is trained, "
+                                "and attacker when an attack samples a pool).",
                                 path="data")
     for role, spec in raw.items():
         path = f"data.{role}"
@@ -511,6 +512,11 @@ def _resolve_data(raw: dict) -> dict[str, DataRef]:
                                 what=f"data source '{source}'")
         refs[role] = DataRef(role, source, params)
     return refs
+
+
+def uses_pool(info: registry.PluginInfo) -> bool:
+    """Whether an attack samples the attacker's pool (data-free attacks do not)."""
+    return bool(info.meta.get("uses_pool", True))
 
 
 def check_scenario(scenario: Scenario) -> None:
@@ -530,12 +536,23 @@ def check_scenario(scenario: Scenario) -> None:
                 f"attack '{ref.id}' needs probability outputs but the victim serves '{offered}'. "
                 "Use the attack's label variant (e.g. use_probability: false) or serve probabilities.",
                 path=f"attacks.{i}")
+        if uses_pool(info) and "attacker" not in scenario.data:
+            raise ScenarioError(f"attack '{ref.id}' samples the attacker's pool, so data.attacker is required.",
+                                path="data")
         if info.meta.get("needs_labels") and callable(info.meta["needs_labels"]) and info.meta["needs_labels"](ref.params):
             attacker = scenario.data["attacker"]
             src = registry.data_sources.get(attacker.source)
             if not src.meta.get("labelled", True):
                 raise ScenarioError(f"attack '{ref.id}' needs a labelled attacker pool, but data source "
                                     f"'{attacker.source}' has no labels.", path=f"attacks.{i}")
+        roles = info.meta.get("data_roles")
+        for role in (roles(ref.params) if callable(roles) else []):
+            if role not in scenario.data:
+                raise ScenarioError(f"attack '{ref.id}' uses the data set '{role}', which data does not define."
+                                    f"{did_you_mean(role, list(scenario.data))} Defined: {', '.join(scenario.data)}.",
+                                    path=f"attacks.{i}")
+    if not any(uses_pool(registry.attacks.get(a.plugin)) for a in scenario.attacks):
+        return
     attacker = scenario.data["attacker"]
     size_of = registry.data_sources.get(attacker.source).meta.get("static_size")
     size = size_of(attacker.params) if callable(size_of) else None

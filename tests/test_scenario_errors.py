@@ -96,7 +96,7 @@ def _cases():
     data = tiny_scenario()["data"]
     del data["attacker"]
     t = _text(data=data)
-    cases["missing attacker data"] = (t, ["missing data set 'attacker'"], "data", "data:")
+    cases["missing attacker data"] = (t, ["samples the attacker's pool, so data.attacker is required"], "data", "data:")
     return cases
 
 

@@ -18,12 +18,13 @@ class AttackContext:
     """One attack execution: the oracle (with the budget), the attacker's pool and the thief factory."""
 
     oracle: Oracle
-    pool: Dataset
+    pool: Dataset | None  # the attacker's pool; None when no attack of the scenario samples one
     budgets: list[int]  # ascending checkpoints; the oracle's budget is the largest
     make_thief: Callable[[], ThiefClassifier]
     thief_spec: ThiefSpec
     seed: int
     progress: bool = False
+    load_data: Callable[[str], Dataset] | None = None  # other named data sets of the scenario (e.g. JBDA seeds)
 
 
 class AttackPlugin(Protocol):
