@@ -1,0 +1,1 @@
+"""Data-free extraction (DFME, MAZE): being written."""

@@ -1,0 +1,1 @@
+"""Jacobian-based dataset augmentation (JBDA): being written."""
