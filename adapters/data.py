@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stealcheck.datasets import DataContext, Dataset, stratified_split
 from stealcheck.errors import ScenarioError
@@ -22,22 +22,44 @@ class SplitParams(BaseModel):
     """Parameters shared by every finite data source."""
 
     model_config = ConfigDict(extra="forbid")
-    split: Literal["all", "train", "test"] = Field("all", description="which part of a stratified split to use")
+    split: Literal["all", "train", "test", "holdout"] = Field(
+        "all", description="which part of a stratified split to use: train / test, and holdout (carved out of "
+        "the train part when holdout_fraction > 0, e.g. an attacker's few in-distribution samples)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of samples in the test part")
+    holdout_fraction: float = Field(0.0, ge=0, lt=1, description="share of samples moved from the train part to "
+                                    "the holdout part; give every role of this source the same fractions")
     limit: int | None = Field(None, gt=0, description="keep at most this many samples (after shuffling)")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "SplitParams":
+        if self.test_fraction + self.holdout_fraction >= 1:
+            raise ValueError(f"test_fraction + holdout_fraction must be below 1, got {self.test_fraction} + "
+                             f"{self.holdout_fraction}")
+        if self.split == "holdout" and self.holdout_fraction == 0:
+            raise ValueError("split: holdout needs holdout_fraction > 0")
+        return self
+
+
+def _two_way(y: np.ndarray | None, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``idx`` into (rest, part) with ``fraction`` of it in part; stratified when labelled."""
+    if y is None:
+        shuffled = np.random.default_rng(seed).permutation(idx)
+        cut = int(round(len(idx) * (1 - fraction)))
+        return shuffled[:cut], shuffled[cut:]
+    rest, part = stratified_split(y[idx], fraction, seed)
+    return idx[rest], idx[part]
 
 
 def _select(ds: Dataset, p: SplitParams, seed: int) -> Dataset:
     """Apply split / shuffle / limit with the scenario's data seed."""
-    rng = np.random.default_rng(seed)
     if p.split == "all":
-        idx = rng.permutation(len(ds))
+        idx = np.random.default_rng(seed).permutation(len(ds))
     else:
-        if ds.y is None:
-            train, test = np.split(rng.permutation(len(ds)), [int(round(len(ds) * (1 - p.test_fraction)))])
-        else:
-            train, test = stratified_split(ds.y, p.test_fraction, seed)
-        idx = train if p.split == "train" else test
+        train, test = _two_way(ds.y, np.arange(len(ds)), p.test_fraction, seed)
+        holdout = train[:0]
+        if p.holdout_fraction > 0:
+            train, holdout = _two_way(ds.y, train, p.holdout_fraction / (1 - p.test_fraction), seed + 1)
+        idx = {"train": train, "test": test, "holdout": holdout}[p.split]
     if p.limit is not None:
         idx = idx[: p.limit]
     suffix = "" if p.split == "all" else f"[{p.split}]"
@@ -49,7 +71,9 @@ def _split_size(n: int, p: SplitParams) -> int:
         size = n
     else:
         n_test = int(np.ceil(n * p.test_fraction))
-        size = n_test if p.split == "test" else n - n_test
+        n_holdout = int(np.ceil((n - n_test) * p.holdout_fraction / (1 - p.test_fraction))) \
+            if p.holdout_fraction > 0 else 0
+        size = {"train": n - n_test - n_holdout, "test": n_test, "holdout": n_holdout}[p.split]
     return min(size, p.limit) if p.limit else size
 
 

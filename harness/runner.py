@@ -293,8 +293,8 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
             return None
         return fingerprint({"victim": victim_identity, "output": [scenario.victim.output, scenario.victim.top_k],
                             "defence": d.to_dict(), "attack": a.to_dict(), "seed": seed, "budgets": m.budgets,
-                            "thief": summary["thief"], "attacker": data.fingerprint("attacker"),
-                            "test": data.fingerprint("test"), "evaluation": m.evaluation.model_dump(),
+                            "thief": summary["thief"],
+                            "data": {role: data.fingerprint(role) for role in sorted(scenario.data)}, "evaluation": m.evaluation.model_dump(),
                             "metrics": metric_names, "version": summary["stealcheck_version"]})
     bar = tqdm(total=len(cells), desc="cells", disable=not progress, unit="cell")
 

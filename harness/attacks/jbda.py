@@ -1,1 +1,291 @@
-"""Jacobian-based dataset augmentation (JBDA): being written."""
+"""Jacobian-based dataset augmentation (Papernot et al., AsiaCCS 2017) and its PRADA variants.
+
+The attacker starts from a small seed set of in-distribution inputs labelled by the victim, and
+grows it round by round: each input x gets a neighbour x' = clip(x + lambda * sign(dF_y/dx)),
+where F is the attacker's *substitute* (its softmax output) and y the victim's label for x. Only
+the new points are sent to the victim, so the set (and the query count) doubles each round.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+from art.attacks.attack import ExtractionAttack
+from art.estimators.classification import PyTorchClassifier
+from art.estimators.classification.classifier import ClassifierMixin
+from art.estimators.estimator import BaseEstimator
+from pydantic import BaseModel, ConfigDict, Field
+
+from stealcheck.registry import attacks
+from stealcheck.thief import ThiefClassifier
+
+from .base import AttackContext, seed_everything
+
+VARIANTS = ("jbda", "jb-self", "jb-topk")
+
+
+def softmax_class_gradient(model: torch.nn.Module, x: np.ndarray, labels: np.ndarray,
+                           batch_size: int = 256) -> np.ndarray:
+    """d softmax(model(x))[label] / dx for each row (the model outputs logits)."""
+    grads = []
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(x), batch_size):
+        xb = torch.tensor(x[start:start + batch_size], dtype=torch.float32, requires_grad=True)
+        probs = torch.softmax(model(xb), dim=1)
+        chosen = probs[torch.arange(len(xb)), torch.as_tensor(labels[start:start + batch_size])]
+        (grad,) = torch.autograd.grad(chosen.sum(), xb)
+        grads.append(grad.numpy())
+    model.train(was_training)
+    return np.concatenate(grads) if grads else np.empty_like(x)
+
+
+class JacobianAugmentation(ExtractionAttack):
+    """Papernot et al.'s substitute training with Jacobian-based dataset augmentation.
+
+    Variants (Juuti et al., PRADA, EuroS&P 2019):
+
+    * ``jbda``: x' = clip(x + lambda_r * sign(dF_y(x)/dx)), y = the victim's label of x;
+    * ``jb-self``: the step goes the other way, x - lambda_r * sign(...): away from the
+      substitute's confidence in the victim's label, towards the decision boundary;
+    * ``jb-topk``: a targeted step towards one of the substitute's ``top_k`` most likely other
+      classes (chosen round-robin over rounds), as ``topk_steps`` iterations of projected sign
+      gradient ascent on log F_target within an L-inf ball of radius lambda.
+
+    ``lambda_r = step_size * (-1) ** (r // sign_period)`` flips the step's sign every
+    ``sign_period`` rounds (None: never), as the prediction-poisoning code does with tau. With a
+    ``reservoir_size`` kappa, from round ``reservoir_after`` (sigma) on only kappa random points
+    of the set are augmented per round, which bounds the cost of later rounds.
+
+    The substitute is ``thieved_classifier``, an ART ``PyTorchClassifier`` whose module outputs
+    logits; F is its softmax. It is trained with ``fit(x, answers, batch_size, nb_epochs)`` on
+    every labelled point before each augmentation and at each budget checkpoint. The victim is
+    only asked for outputs (``predict``), never gradients, so any ART classifier can be the
+    victim. Queries: ``len(seed) * 2 ** nb_rounds`` without a reservoir, and never more than
+    ``nb_stolen``: the last batch is cut to fit, so the count hits ``nb_stolen`` exactly when the
+    rounds would go past it.
+    """
+
+    attack_params = ExtractionAttack.attack_params + [
+        "nb_stolen", "variant", "nb_rounds", "step_size", "nb_epochs", "batch_size_fit", "batch_size_query",
+        "sign_period", "reservoir_size", "reservoir_after", "top_k", "topk_steps", "use_probability", "seed",
+        "checkpoints",
+    ]
+    _estimator_requirements = (BaseEstimator, ClassifierMixin)
+
+    def __init__(self, classifier, nb_stolen: int, variant: str = "jbda", nb_rounds: int | None = 6,
+                 step_size: float = 0.1, nb_epochs: int = 10, batch_size_fit: int = 128,
+                 batch_size_query: int = 256, sign_period: int | None = None, reservoir_size: int | None = None,
+                 reservoir_after: int = 3, top_k: int = 3, topk_steps: int = 5, use_probability: bool = False,
+                 seed: int = 0, checkpoints: list[int] | None = None) -> None:
+        super().__init__(estimator=classifier)
+        self.nb_stolen = nb_stolen
+        self.variant = variant
+        self.nb_rounds = nb_rounds
+        self.step_size = step_size
+        self.nb_epochs = nb_epochs
+        self.batch_size_fit = batch_size_fit
+        self.batch_size_query = batch_size_query
+        self.sign_period = sign_period
+        self.reservoir_size = reservoir_size
+        self.reservoir_after = reservoir_after
+        self.top_k = top_k
+        self.topk_steps = topk_steps
+        self.use_probability = use_probability
+        self.seed = seed
+        self.checkpoints = sorted(checkpoints) if checkpoints else [nb_stolen]
+        self._check_params()
+
+    def _check_params(self) -> None:
+        def positive_int(name: str, value, allow_none: bool = False) -> None:
+            if allow_none and value is None:
+                return
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"The '{name}' parameter of JacobianAugmentation must be a positive integer"
+                                 f"{' or None' if allow_none else ''}. Got {value!r} instead.")
+
+        for name in ("nb_stolen", "nb_epochs", "batch_size_fit", "batch_size_query", "top_k", "topk_steps"):
+            positive_int(name, getattr(self, name))
+        for name in ("nb_rounds", "sign_period", "reservoir_size"):
+            positive_int(name, getattr(self, name), allow_none=True)
+        if not isinstance(self.reservoir_after, (int, np.integer)) or self.reservoir_after < 0:
+            raise ValueError("The 'reservoir_after' parameter of JacobianAugmentation must be a non-negative "
+                             f"integer. Got {self.reservoir_after!r} instead.")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"The 'variant' parameter of JacobianAugmentation must be one of {', '.join(VARIANTS)}. "
+                             f"Got {self.variant!r} instead.")
+        if not (isinstance(self.step_size, (int, float)) and self.step_size > 0):
+            raise ValueError(f"The 'step_size' parameter of JacobianAugmentation must be a positive number. "
+                             f"Got {self.step_size!r} instead.")
+        if any(c <= 0 or c > self.nb_stolen for c in self.checkpoints):
+            raise ValueError(f"The 'checkpoints' parameter of JacobianAugmentation must lie in [1, nb_stolen="
+                             f"{self.nb_stolen}]. Got {self.checkpoints} instead.")
+
+    # ------------------------------------------------------------------ augmentation
+
+    def step_sign(self, round_index: int) -> float:
+        """+1 or -1: the sign schedule of round ``round_index`` (0-based)."""
+        if self.sign_period is None:
+            return 1.0
+        return -1.0 if (round_index // self.sign_period) % 2 else 1.0
+
+    def augment(self, substitute: PyTorchClassifier, x: np.ndarray, labels: np.ndarray,
+                round_index: int) -> np.ndarray:
+        """New points for the inputs ``x`` whose victim labels are ``labels`` (one per input)."""
+        lam = self.step_size * self.step_sign(round_index)
+        lo, hi = self._clip()
+        model = substitute.model
+        if self.variant in ("jbda", "jb-self"):
+            grad = softmax_class_gradient(model, x, labels)
+            direction = 1.0 if self.variant == "jbda" else -1.0
+            return np.clip(x + direction * lam * np.sign(grad), lo, hi).astype(np.float32)
+        # jb-topk: targeted towards one of the substitute's top-k classes other than the victim's label.
+        logits = np.asarray(substitute.predict(x, batch_size=self.batch_size_query))
+        order = np.argsort(-logits, axis=1)
+        targets = np.empty(len(x), dtype=np.int64)
+        pick = round_index % self.top_k
+        for i, row in enumerate(order):
+            others = row[row != labels[i]][: self.top_k]
+            targets[i] = others[pick % len(others)]
+        radius = abs(lam)
+        step = radius / self.topk_steps * 2.0  # overshoot the ball, then project: reaches its edge quickly
+        x_adv = x.copy()
+        for _ in range(self.topk_steps):
+            grad = softmax_class_gradient(model, x_adv, targets)
+            x_adv = x_adv + np.sign(lam) * step * np.sign(grad)
+            x_adv = np.clip(np.clip(x_adv, x - radius, x + radius), lo, hi)
+        return x_adv.astype(np.float32)
+
+    def _clip(self) -> tuple[float, float]:
+        clip = self.estimator.clip_values
+        if clip is None:
+            return -np.inf, np.inf
+        return float(np.min(clip[0])), float(np.max(clip[1]))
+
+    # ------------------------------------------------------------------ the attack
+
+    def _answer(self, x: np.ndarray) -> np.ndarray:
+        out = np.asarray(self.estimator.predict(x, batch_size=self.batch_size_query), dtype=np.float32)
+        if self.use_probability:
+            return out
+        return np.eye(self.estimator.nb_classes, dtype=np.float32)[np.argmax(out, axis=1)]
+
+    def iter_extract(self, x: np.ndarray, thieved_classifier: PyTorchClassifier
+                     ) -> Iterator[tuple[int, PyTorchClassifier]]:
+        """Run the attack from the seed set ``x``; yield (queries so far, substitute) at each checkpoint.
+
+        If the rounds end (``nb_rounds``) before a checkpoint is reached, the final substitute is
+        yielded for every remaining checkpoint with the (smaller) number of queries it used.
+        """
+        if not isinstance(thieved_classifier, PyTorchClassifier):
+            raise ValueError("JacobianAugmentation needs a PyTorchClassifier substitute (its Jacobian is computed "
+                             f"with torch). Got {type(thieved_classifier).__name__} instead.")
+        rng = np.random.default_rng(self.seed)
+        pending = list(self.checkpoints)
+        inputs: list[np.ndarray] = []
+        answers: list[np.ndarray] = []
+        used = 0
+        trained_on = -1  # the query count the substitute was last trained at
+
+        def train() -> None:
+            nonlocal trained_on
+            if trained_on == used:  # a checkpoint just trained it on exactly these points
+                return
+            thieved_classifier.fit(np.concatenate(inputs), np.concatenate(answers),
+                                   batch_size=self.batch_size_fit, nb_epochs=self.nb_epochs)
+            trained_on = used
+
+        def query(new: np.ndarray) -> Iterator[tuple[int, PyTorchClassifier]]:
+            """Ask the victim about ``new`` up to the budget, training and yielding at checkpoints."""
+            nonlocal used
+            start = 0
+            while start < len(new) and used < self.nb_stolen:
+                stop_at = pending[0] if pending else self.nb_stolen
+                take = min(len(new) - start, stop_at - used)
+                chunk = new[start:start + take]
+                inputs.append(chunk)
+                answers.append(self._answer(chunk))
+                used += take
+                start += take
+                if pending and used == pending[0]:
+                    pending.pop(0)
+                    train()
+                    yield used, thieved_classifier
+
+        seed_x = np.asarray(x, dtype=np.float32)
+        yield from query(seed_x)
+        round_index = 0
+        while used < self.nb_stolen and (self.nb_rounds is None or round_index < self.nb_rounds):
+            train()
+            current = np.concatenate(inputs)
+            labels = np.argmax(np.concatenate(answers), axis=1)
+            if self.reservoir_size is not None and round_index >= self.reservoir_after \
+                    and len(current) > self.reservoir_size:
+                keep = rng.choice(len(current), self.reservoir_size, replace=False)
+                current, labels = current[keep], labels[keep]
+            yield from query(self.augment(thieved_classifier, current, labels, round_index))
+            round_index += 1
+        if pending:
+            train()
+            for _ in pending:
+                yield used, thieved_classifier
+
+    def extract(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> PyTorchClassifier:
+        """Extract a substitute from the seed set ``x`` (``y`` unused: the victim labels the seeds).
+
+        :param thieved_classifier: the substitute, an ART PyTorchClassifier outputting logits.
+        """
+        thieved_classifier = kwargs.get("thieved_classifier")
+        if thieved_classifier is None:
+            raise ValueError("A thieved classifier is needed.")
+        for _ in self.iter_extract(x, thieved_classifier):
+            pass
+        return thieved_classifier
+
+
+class JBDAParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    variant: Literal["jbda", "jb-self", "jb-topk"] = Field("jbda", description="augmentation rule (PRADA's names)")
+    seed_size: int = Field(150, gt=0, description="seed inputs drawn from seed_data (Papernot: 150; SAME: 200)")
+    seed_data: str = Field("attacker", description="data set (a role under data:) the seeds are drawn from; "
+                           "JBDA assumes a few in-distribution samples")
+    nb_rounds: int | None = Field(None, gt=0, description="augmentation rounds; null = as many as the budget allows")
+    step_size: float = Field(0.1, gt=0, description="lambda, the step of each augmentation")
+    nb_epochs: int = Field(10, gt=0, description="substitute epochs per round (clipped to the thief's step range)")
+    sign_period: int | None = Field(None, gt=0, description="flip the step's sign every tau rounds; null = never")
+    reservoir_size: int | None = Field(None, gt=0, description="kappa: augment only this many random points per "
+                                       "round once reservoir_after rounds are done; null = all")
+    reservoir_after: int = Field(3, ge=0, description="sigma: rounds before the reservoir applies")
+    top_k: int = Field(3, gt=0, description="jb-topk: targets among the substitute's top-k other classes")
+    topk_steps: int = Field(5, gt=0, description="jb-topk: gradient steps towards the target")
+    use_probability: bool = Field(False, description="train on the served probabilities (Papernot: labels)")
+    batch_size_query: int = Field(256, gt=0, description="inputs per query batch sent to the victim")
+
+
+
+@attacks.register("jbda", params=JBDAParams, uses_pool=False, data_roles=lambda p: [p.seed_data],
+                  needs_output=lambda p: "probabilities" if p.use_probability else None)
+class JBDAAttack:
+    """Jacobian-based dataset augmentation (Papernot et al. 2017) with PRADA's jb-self and jb-topk variants."""
+
+    def __init__(self, params: JBDAParams):
+        self.params = params
+
+    def run(self, ctx: AttackContext) -> Iterator[tuple[int, ThiefClassifier]]:
+        p = self.params
+        if ctx.load_data is None:
+            raise ValueError("JBDA needs the scenario's data sets for its seeds")
+        seeds = ctx.load_data(p.seed_data)
+        if len(seeds) < p.seed_size:
+            raise ValueError(f"data set '{p.seed_data}' holds {len(seeds)} samples; JBDA asked for {p.seed_size} seeds")
+        seed_everything(ctx.seed)
+        chosen = np.random.default_rng(ctx.seed).choice(len(seeds), p.seed_size, replace=False)
+        attack = JacobianAugmentation(
+            classifier=ctx.oracle, nb_stolen=max(ctx.budgets), variant=p.variant, nb_rounds=p.nb_rounds,
+            step_size=p.step_size, nb_epochs=p.nb_epochs, batch_size_fit=ctx.thief_spec.batch_size,
+            batch_size_query=p.batch_size_query, sign_period=p.sign_period, reservoir_size=p.reservoir_size,
+            reservoir_after=p.reservoir_after, top_k=p.top_k, topk_steps=p.topk_steps,
+            use_probability=p.use_probability, seed=ctx.seed, checkpoints=ctx.budgets)
+        yield from attack.iter_extract(seeds.x[chosen], ctx.make_thief())
