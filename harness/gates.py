@@ -29,8 +29,12 @@ class GateResult:
 
 
 def evaluate_gate(gate: Gate, frame: pd.DataFrame, attack_plugins: dict[str, str],
-                  defence_plugins: dict[str, str], budgets: list[int]) -> GateResult:
-    """Check ``gate`` against ``frame`` (results.csv). No matching result is a failure."""
+                  defence_plugins: dict[str, str], budgets: list[int] | dict[str, list[int]]) -> GateResult:
+    """Check ``gate`` against ``frame`` (results.csv). No matching result is a failure.
+
+    ``budgets``: the scenario's checkpoints, or each attack id's own; a gate without a budget reads
+    every matching attack at its largest checkpoint.
+    """
     rows = frame[frame["metric"] == gate.metric]
     if gate.defence is not None:
         rows = rows[[d == gate.defence or defence_plugins.get(d) == gate.defence for d in rows["defence"]]]
@@ -38,8 +42,13 @@ def evaluate_gate(gate: Gate, frame: pd.DataFrame, attack_plugins: dict[str, str
         rows = rows[[a == gate.attack or attack_plugins.get(a) == gate.attack for a in rows["attack"]]]
     scope_is_extraction = rows["kind"].eq("extraction").any() if len(rows) else True
     if scope_is_extraction:
-        budget = gate.budget if gate.budget is not None else max(budgets)
-        rows = rows[pd.to_numeric(rows["budget"], errors="coerce") == budget]
+        numeric = pd.to_numeric(rows["budget"], errors="coerce")
+        if gate.budget is not None:
+            rows = rows[numeric == gate.budget]
+        else:
+            largest = {a: max(b) for a, b in budgets.items()} if isinstance(budgets, dict) else {}
+            fallback = max(budgets) if not isinstance(budgets, dict) else None
+            rows = rows[[b == largest.get(a, fallback) for a, b in zip(rows["attack"], numeric)]]
     observed = []
     if len(rows):
         keyed = rows.assign(attack=rows["attack"].astype(object).where(rows["attack"].notna(), ""),

@@ -177,6 +177,7 @@ def _run(scenario: Scenario, run_dir: Path, resume: bool, quiet: bool, fresh: bo
         "resumed": bool(resume),
         "seeds": m.seeds,
         "budgets": m.budgets,
+        "attack_budgets": {a.id: scenario.budgets_of(a) for a in scenario.attacks},
         "data_seed": m.data_seed,
         "scenario_as_written": scenario.as_written,
         "scenario_resolved": scenario.resolved_dict(),
@@ -212,7 +213,8 @@ def _run(scenario: Scenario, run_dir: Path, resume: bool, quiet: bool, fresh: bo
         summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         summary["wall_seconds"] = round(time.time() - started + float(previous.get("wall_seconds") or 0), 2)
         frame = read_results(run_dir)
-        gates = [evaluate_gate(g, frame, summary["attacks"], summary["defences"], m.budgets) for g in m.expect]
+        gates = [evaluate_gate(g, frame, summary["attacks"], summary["defences"],
+                               {a.id: scenario.budgets_of(a) for a in scenario.attacks}) for g in m.expect]
         summary["gates"] = [g.to_dict() for g in gates]
         write_summary(run_dir, summary)
         if m.expect:
@@ -250,9 +252,11 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
         test = test.subset(np.arange(min(len(test), m.evaluation.test_limit)))
     needs_pool = any(uses_pool(registry.attacks.get(a.plugin)) for a in scenario.attacks)
     pool = data("attacker") if needs_pool else None
-    if pool is not None and len(pool) < max(m.budgets):
-        raise ScenarioError(f"the attacker pool holds {len(pool)} samples, fewer than the largest budget "
-                            f"({max(m.budgets)}).", path="budgets")
+    for a in scenario.attacks:
+        largest = max(scenario.budgets_of(a))
+        if pool is not None and uses_pool(registry.attacks.get(a.plugin)) and len(pool) < largest:
+            raise ScenarioError(f"the attacker pool holds {len(pool)} samples, fewer than the largest budget "
+                                f"of attack '{a.id}' ({largest}).", path="budgets")
     if test.y is not None and test.y.max() >= victim.nb_classes:
         raise ScenarioError(f"test labels go up to {test.y.max()} but the victim has {victim.nb_classes} classes.",
                             path="data.test")
@@ -292,7 +296,8 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
         if not (m.output.cache_cells and victim_identity):
             return None
         return fingerprint({"victim": victim_identity, "output": [scenario.victim.output, scenario.victim.top_k],
-                            "defence": d.to_dict(), "attack": a.to_dict(), "seed": seed, "budgets": m.budgets,
+                            "defence": d.to_dict(), "attack": a.to_dict(), "seed": seed,
+                            "budgets": scenario.budgets_of(a),
                             "thief": summary["thief"],
                             "data": {role: data.fingerprint(role) for role in sorted(scenario.data)}, "evaluation": m.evaluation.model_dump(),
                             "metrics": metric_names, "version": summary["stealcheck_version"]})
@@ -333,9 +338,10 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
             bar.update(1)
             continue
         cell_rows: list[dict] = []
-        oracle = make_oracle(d.id, max(m.budgets))
+        budgets = scenario.budgets_of(a)
+        oracle = make_oracle(d.id, max(budgets))
         ctx = AttackContext(
-            oracle=oracle, pool=pool, budgets=list(m.budgets), thief_spec=m.thief, seed=seed, progress=progress,
+            oracle=oracle, pool=pool, budgets=budgets, thief_spec=m.thief, seed=seed, progress=progress,
             load_data=data,
             make_thief=lambda: make_thief(m.thief, thief_arch, thief_arch_params, victim.input_shape,
                                           victim.nb_classes, victim.clip_values, seed, progress=progress))
@@ -357,8 +363,8 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
                      next(r["value"] for r in rows if r["metric"] == "fidelity"), oracle.queries_used, elapsed)
             tick = time.perf_counter()
         yielded = sorted({int(r["budget"]) for r in cell_rows})
-        if yielded != list(m.budgets):
-            raise RuntimeError(f"attack '{a.id}' reported checkpoints {yielded}, expected {list(m.budgets)}")
+        if yielded != budgets:
+            raise RuntimeError(f"attack '{a.id}' reported checkpoints {yielded}, expected {budgets}")
         if cached_key:
             with cache.writer("cells", cached_key) as tmp:
                 (tmp / "rows.json").write_text(json.dumps(cell_rows))

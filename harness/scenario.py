@@ -36,25 +36,31 @@ class PluginRef:
     plugin: str
     params: Any  # the plugin's params model instance
     raw: dict
+    budgets: tuple[int, ...] | None = None  # an attack's own checkpoints (long form); None = the scenario's
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "plugin": self.plugin, "params": self.params.model_dump(mode="json")}
+        out = {"id": self.id, "plugin": self.plugin, "params": self.params.model_dump(mode="json")}
+        if self.budgets is not None:
+            out["budgets"] = list(self.budgets)
+        return out
 
 
-def split_plugin_item(item: Any, section: str) -> tuple[str | None, str, dict]:
+def split_plugin_item(item: Any, section: str, extra_keys: tuple[str, ...] = ()) -> tuple[str | None, str, dict]:
     """Normalise the accepted spellings of a plugin item into (explicit id, plugin, params).
 
     Accepted: ``name``; ``{name: {params}}``; ``{name: null}``;
-    ``{plugin: name, id: label, params: {...}}`` (long form).
+    ``{plugin: name, id: label, params: {...}}`` (long form, which may also hold ``extra_keys``).
     """
     if isinstance(item, str):
         return None, item, {}
     if isinstance(item, dict):
         if "plugin" in item:
-            unknown = set(item) - {"plugin", "id", "params"}
+            allowed = ("plugin", "id", "params") + tuple(extra_keys)
+            unknown = set(item) - set(allowed)
             if unknown:
+                key = sorted(unknown)[0]
                 raise ScenarioError(
-                    f"unknown key(s) {sorted(unknown)} in the long form; allowed: plugin, id, params.",
+                    f"unknown key '{key}' in the long form.{did_you_mean(key, allowed)} Allowed: {', '.join(allowed)}.",
                     path=section,
                 )
             params = item.get("params") or {}
@@ -86,14 +92,22 @@ def _auto_id(plugin: str, raw_params: dict) -> str:
 
 
 def resolve_plugin(reg: registry.Registry, item: Any, path: str) -> PluginRef:
-    """Resolve one plugin item against ``reg``, validating its params."""
-    explicit_id, name, raw = split_plugin_item(item, path)
+    """Resolve one plugin item against ``reg``, validating its params (and an attack's own budgets)."""
+    is_attack = reg is registry.attacks
+    explicit_id, name, raw = split_plugin_item(item, path, extra_keys=("budgets",) if is_attack else ())
     try:
         info = reg.get(name)
     except ScenarioError as exc:
         raise ScenarioError(exc.message, path=path) from None
     params = validate_model(info.params, raw, path, what=f"{reg.singular} '{name}'")
-    return PluginRef(explicit_id or _auto_id(name, raw), name, params, raw)
+    budgets = None
+    if is_attack and isinstance(item, dict) and item.get("budgets") is not None:
+        try:
+            budgets = tuple(ScenarioModel._budgets(list(item["budgets"])))
+        except (TypeError, ValueError) as exc:
+            raise ScenarioError(f"{exc}; budgets must be a list of positive, distinct integers.",
+                                path=f"{path}.budgets") from None
+    return PluginRef(explicit_id or _auto_id(name, raw), name, params, raw, budgets)
 
 
 def validate_model(model: type[BaseModel], raw: dict, path: str, what: str = "") -> BaseModel:
@@ -292,6 +306,8 @@ class ScenarioModel(Strict):
     @field_validator("budgets")
     @classmethod
     def _budgets(cls, v: list[int]) -> list[int]:
+        if any(not isinstance(b, int) or isinstance(b, bool) for b in v):
+            raise ValueError(f"every budget must be an integer, got {v}")
         if not v:
             raise ValueError("give at least one budget")
         if any(b <= 0 for b in v):
@@ -360,6 +376,10 @@ class Scenario:
     @property
     def name(self) -> str:
         return self.model.name
+
+    def budgets_of(self, attack: PluginRef) -> list[int]:
+        """The checkpoints of one attack: its own ``budgets`` (long form) or the scenario's."""
+        return list(attack.budgets) if attack.budgets is not None else list(self.model.budgets)
 
     def resolved_dict(self) -> dict:
         """The scenario with every default filled in (saved as scenario.resolved.yaml)."""
@@ -454,9 +474,12 @@ def build_scenario(data: Any, source: str | None = None) -> Scenario:
                 ids = sorted({r.id for r in refs} | {r.plugin for r in refs})
                 raise ScenarioError(f"no {key} '{sel}' in this scenario.{did_you_mean(sel, ids)} "
                                     f"Known: {', '.join(ids)}.", path=f"expect.{i}.{key}")
-        if gate.budget is not None and gate.budget not in model.budgets:
-            raise ScenarioError(f"budget {gate.budget} is not one of the scenario's budgets {model.budgets}.",
-                                path=f"expect.{i}.budget")
+        if gate.budget is not None:
+            matched = [a for a in attacks if gate.attack in (None, a.id, a.plugin)]
+            known = sorted({b for a in matched for b in (a.budgets or model.budgets)})
+            if gate.budget not in known:
+                raise ScenarioError(f"budget {gate.budget} is not a checkpoint of the attacks this gate selects "
+                                    f"({known}).", path=f"expect.{i}.budget")
     scenario = Scenario(model, victim, data_refs, attacks, defences, source, data)
     check_scenario(scenario)
     return scenario
@@ -551,13 +574,16 @@ def check_scenario(scenario: Scenario) -> None:
                 raise ScenarioError(f"attack '{ref.id}' uses the data set '{role}', which data does not define."
                                     f"{did_you_mean(role, list(scenario.data))} Defined: {', '.join(scenario.data)}.",
                                     path=f"attacks.{i}")
-    if not any(uses_pool(registry.attacks.get(a.plugin)) for a in scenario.attacks):
+    pooled = [(i, a) for i, a in enumerate(scenario.attacks) if uses_pool(registry.attacks.get(a.plugin))]
+    if not pooled:
         return
     attacker = scenario.data["attacker"]
     size_of = registry.data_sources.get(attacker.source).meta.get("static_size")
     size = size_of(attacker.params) if callable(size_of) else None
-    largest = max(scenario.model.budgets)
-    if size is not None and size < largest:
-        raise ScenarioError(
-            f"the attacker pool '{attacker.source}' holds {size} samples, fewer than the largest budget ({largest}). "
-            "Lower the budgets or use a larger pool.", path="budgets")
+    for i, ref in pooled:
+        largest = max(scenario.budgets_of(ref))
+        if size is not None and size < largest:
+            raise ScenarioError(
+                f"the attacker pool '{attacker.source}' holds {size} samples, fewer than the largest budget of "
+                f"attack '{ref.id}' ({largest}). Lower the budgets or use a larger pool.",
+                path="budgets" if ref.budgets is None else f"attacks.{i}.budgets")

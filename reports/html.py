@@ -104,8 +104,21 @@ class RunData:
 
     @property
     def top_budget(self) -> int | None:
-        """The largest budget that has results: the one the summary tables are read at."""
+        """The largest budget that has results."""
         return self.budgets[-1] if self.budgets else None
+
+    def top_budget_of(self, attack: str) -> int | None:
+        """The largest budget with results for ``attack``: the one the summary tables read it at
+        (attacks may have budgets of their own)."""
+        budgets = self.agg.loc[self.agg["attack"] == attack, "budget"]
+        return int(budgets.max()) if len(budgets) else None
+
+    def at_top_budget(self) -> str:
+        """'At 1,500 queries', or 'At each attack's largest budget' when attacks differ."""
+        tops = {self.top_budget_of(a) for a in self.attacks} - {None}
+        if len(tops) == 1:
+            return f"At {fmt_budget(tops.pop())} queries"
+        return "At each attack's largest budget"
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, summary: Mapping[str, Any]) -> "RunData":
@@ -294,18 +307,18 @@ def headline(data: RunData) -> str | None:
     because an attacker picks the attack that works. In a partial run only attacks measured against
     every defence are compared, so that a defence does not look better for a missing result.
     """
-    budget = data.top_budget
+    top = data.top_budget_of
     measured = [a for a in data.attacks
-                if all(math.isfinite(data.cell(d, a, budget, FIDELITY)[0]) for d in data.defences)]
+                if all(math.isfinite(data.cell(d, a, top(a), FIDELITY)[0]) for d in data.defences)]
     worst = {}  # defence -> (fidelity of the strongest attack, that attack)
     for d in data.defences:
-        scores = [(data.cell(d, a, budget, FIDELITY)[0], a) for a in measured or data.attacks]
+        scores = [(data.cell(d, a, top(a), FIDELITY)[0], a) for a in measured or data.attacks]
         scores = [s for s in scores if math.isfinite(s[0])]
         if scores:
             worst[d] = max(scores)
     if not worst:
         return None
-    at = f"At {fmt_budget(budget)} queries"
+    at = data.at_top_budget()
     base = data.baseline if data.baseline in worst else None
     defended = {d: v for d, v in worst.items() if d != base}
     if not defended:
@@ -350,23 +363,22 @@ def gates_context(gates: Any) -> dict[str, Any] | None:
 
 def summary_table(data: RunData) -> dict[str, Any] | None:
     """Attack × defence at the largest budget: fidelity and thief accuracy; the best defence per attack flagged."""
-    budget = data.top_budget
-    if budget is None:
+    if data.top_budget is None:
         return None
     rows = []
     for a in data.attacks:
         cells = []
         for d in data.defences:
-            fid = data.cell(d, a, budget, FIDELITY)
-            acc = data.cell(d, a, budget, ACCURACY)
+            fid = data.cell(d, a, data.top_budget_of(a), FIDELITY)
+            acc = data.cell(d, a, data.top_budget_of(a), ACCURACY)
             cells.append({"fidelity": fmt_mean_std(*fid), "accuracy": fmt_mean_std(*acc),
                           "value": fid[0], "best": False, "missing": fid[2] == 0 and acc[2] == 0})
         finite = [c["value"] for c in cells if math.isfinite(c["value"])]
         if len(finite) > 1:  # with a single result there is nothing to compare
             for c in cells:
                 c["best"] = math.isfinite(c["value"]) and math.isclose(c["value"], min(finite), abs_tol=1e-12)
-        rows.append({"attack": split_id(a), "cells": cells})
-    return {"budget": fmt_budget(budget), "defences": [split_id(d) for d in data.defences],
+        rows.append({"attack": split_id(a), "cells": cells, "budget": fmt_budget(data.top_budget_of(a))})
+    return {"budget": data.at_top_budget(), "defences": [split_id(d) for d in data.defences],
             "baseline": data.baseline, "rows": rows, "seeds": data.seed_count()}
 
 
@@ -385,9 +397,9 @@ def figures(data: RunData, colours: Mapping[str, str], victim_accuracy: Any) -> 
                 reference=ref_value, reference_label=ref_label, prefix=f"fig-{metric}")})
     seconds = seconds_by_attack(data)
     if seconds:
-        out.append({"caption": f"Attack wall time at {fmt_budget(data.top_budget)} queries (thief training "
-                               "included), mean over seeds",
-                    "svg": plots.attack_time_svg(seconds, colours=colours, budget_label=fmt_budget(data.top_budget),
+        at = data.at_top_budget()
+        out.append({"caption": f"Attack wall time, {at[0].lower()}{at[1:]} (thief training included), mean over seeds",
+                    "svg": plots.attack_time_svg(seconds, colours=colours, budget_label=at[0].lower() + at[1:],
                                                  prefix="fig-time")})
     return out
 
@@ -411,7 +423,7 @@ def seconds_by_attack(data: RunData) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for a in data.attacks:
         for d in data.defences:
-            mean = data.cell(d, a, data.top_budget, SECONDS)[0]
+            mean = data.cell(d, a, data.top_budget_of(a), SECONDS)[0]
             if math.isfinite(mean):
                 out.setdefault(a, {})[d] = mean
     return out

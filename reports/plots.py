@@ -151,7 +151,7 @@ def attack_time_svg(seconds: Mapping[str, Mapping[str, float]], *, colours: Mapp
             ax.barh(y, values, height=height * 0.9, color=colours.get(defence, PALETTE[-1]), label=plain(defence))
         ax.set_yticks(range(len(attacks)), [wrap_title(a, 40) for a in attacks])
         ax.invert_yaxis()  # first attack on top, as in the tables
-        ax.set_xlabel(f"attack wall time at {budget_label} queries (s)")
+        ax.set_xlabel(f"attack wall time {budget_label} (s)")
         ax.grid(axis="y", visible=False)
         if defences:
             fig.legend(loc="outside lower center", ncols=min(len(defences), 5), fontsize=8.5)
