@@ -7,7 +7,7 @@ One run of the shipped `attacks_mnist` scenario, with two benchmark-only changes
 Prints a table (attack, budget, queries, fidelity, accuracy, cumulative wall time) and the targets:
 JBDA with 150 seeds and 6 rounds >= 80% thief accuracy; DFME >= 90% fidelity within 2M queries.
 
-    python benchmarks/attacks_mnist.py [--data-free-budgets 100000,500000,2000000] [--only dfme,maze]
+    python benchmarks/attacks_mnist.py [--data-free-budgets 100000,500000,2000000] [--only dfme maze]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-free-budgets", default="100000,500000,2000000",
                     help="comma-separated checkpoints for dfme and maze")
-    ap.add_argument("--only", default=None, help="comma-separated attack ids to run (default: all)")
+    ap.add_argument("--only", nargs="+", default=None, help="attack ids to run (default: all)")
     ap.add_argument("--out", default=None, help="run folder (default: a temporary one)")
     args = ap.parse_args()
 
@@ -48,7 +48,7 @@ def main() -> None:
         if isinstance(item, dict) and item.get("plugin") in ("dfme", "maze"):
             item["budgets"] = data_free
     if args.only:
-        keep = set(args.only.split(","))
+        keep = set(args.only)
         raw["attacks"] = [a for a in raw["attacks"] if _id(a) in keep]
     scenario = build_scenario(raw)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="attacks_mnist_")) / "run"
