@@ -287,7 +287,8 @@ def test_victim_and_thief_are_checked():
     with pytest.raises(ValueError, match=r"\(C, H, W\) or \(d,\)"):
         DataFreeModelExtraction(Oracle(FakeVictim(nb_features=16), (4, 4), 3, (0.0, 1.0)))
     attack = DataFreeModelExtraction(_oracle(), nb_stolen=50, **SMALL)
-    with pytest.raises(ValueError, match=r"must be an ART PyTorchClassifier \(its module is trained directly\)\. Got str instead"):
+    with pytest.raises(ValueError, match=r"must be an ART PyTorchClassifier \(its module is trained directly\)\. "
+                                         r"Got str instead"):
         attack.extract(thieved_classifier="thief")
     with pytest.raises(ValueError, match="keyword argument thieved_classifier"):
         attack.extract()
@@ -392,13 +393,13 @@ def _digits_victim():
     return predict, x[test], y[test]
 
 
-@pytest.mark.parametrize("attack_class,floor", [(DataFreeModelExtraction, 0.15), (MAZE, 0.2)])
+@pytest.mark.parametrize("attack_class,floor", [(DataFreeModelExtraction, 0.15), (MAZE, 0.25)])
 def test_short_extraction_beats_any_constant_guess(attack_class, floor):
     # Data-free, 20,000 queries against a digits classifier, with a small generator (reference
     # budgets are millions of queries, so the copy is far from perfect). A student that collapses to
     # one class (what a broken loss, gradient or schedule gives) agrees with the victim on at most
     # the largest class share of its test labels (~11%); the untrained thief agrees on ~3%.
-    # Measured with seeds 0-3: DFME 0.18-0.26 (seed 0: 0.22), MAZE 0.28-0.35 (seed 0: 0.28).
+    # Measured with seeds 0-3: DFME 0.18-0.26 (seed 0: 0.22), MAZE 0.35-0.41 (seed 0: 0.35).
     predict, x_test, _ = _digits_victim()
     victim_labels = predict(x_test).argmax(axis=1)
     assert np.bincount(victim_labels).max() / len(victim_labels) < 0.12
