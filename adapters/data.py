@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stealcheck.datasets import DataContext, Dataset, stratified_split
+from stealcheck.datasets import DataContext, Dataset, scenario_path, stratified_split
 from stealcheck.errors import ScenarioError
 from stealcheck.registry import data_sources
 
@@ -181,9 +181,7 @@ def gaussian(params: GaussianParams, ctx: DataContext) -> Dataset:
 
 def _existing(path: str, what: str, ctx: DataContext) -> Path:
     """Resolve ``path`` (relative paths are taken from the scenario file's folder) and check it exists."""
-    p = Path(path).expanduser()
-    if not p.is_absolute():
-        p = Path(ctx.base_dir) / p
+    p = scenario_path(path, ctx.base_dir)
     if not p.exists():
         raise ScenarioError(f"{what} not found: {p}")
     return p

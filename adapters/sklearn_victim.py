@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -12,6 +11,7 @@ from art.estimators.classification import SklearnClassifier
 from pydantic import BaseModel, ConfigDict, Field
 
 from stealcheck.cache import file_digest, fingerprint
+from stealcheck.datasets import scenario_path
 from stealcheck.errors import ScenarioError
 from stealcheck.registry import victims
 from stealcheck.scenario import InputSpec
@@ -67,9 +67,7 @@ class SklearnVictim:
 
         info: dict[str, Any] = {}
         if p.path is not None:
-            path = Path(p.path).expanduser()
-            if not path.is_absolute():
-                path = ctx.base_dir / path
+            path = scenario_path(p.path, ctx.base_dir)
             if not p.trust_pickle:
                 raise ScenarioError("loading a pickle/joblib file runs code from it; set trust_pickle: true only if "
                                     "you trust where the file came from.", path="victim.trust_pickle")

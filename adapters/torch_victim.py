@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +13,7 @@ from art.estimators.classification import PyTorchClassifier
 from pydantic import BaseModel, ConfigDict, Field
 
 from stealcheck.cache import file_digest, fingerprint
+from stealcheck.datasets import scenario_path
 from stealcheck.errors import ScenarioError
 from stealcheck.registry import victims
 from stealcheck.scenario import InputSpec
@@ -83,9 +83,7 @@ class TorchVictim:
         norm = _normalizer(p.input)
         info: dict[str, Any] = {"architecture": p.architecture}
         if p.weights is not None:
-            path = Path(p.weights).expanduser()
-            if not path.is_absolute():
-                path = ctx.base_dir / path
+            path = scenario_path(p.weights, ctx.base_dir)
             if not path.exists():
                 raise ScenarioError(f"weights file not found: {path}", path="victim.weights")
             if p.nb_classes is None:

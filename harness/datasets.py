@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -46,3 +47,9 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
     idx = np.arange(len(y))
     train_idx, test_idx = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=y, shuffle=True)
     return np.asarray(train_idx), np.asarray(test_idx)
+
+
+def scenario_path(path: str, base_dir: str | Path) -> Path:
+    """A user-given file path: ``~`` expanded, relative paths taken from the scenario file's folder."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(base_dir) / p
