@@ -126,8 +126,14 @@ class TorchVictim:
                         (tmp / "meta.json").write_text(json.dumps(meta))
             info["cache_key"] = key
         classifier = _wrap(model, p, nb_classes)
+
+        def network_factory() -> nn.Module:
+            net = build_network(p.architecture, shape, nb_classes, p.arch_params)
+            return nn.Sequential(_normalizer(p.input), net) if p.input.mean is not None else net
+
         arch_desc = p.architecture + (f"({', '.join(f'{k}={v}' for k, v in p.arch_params.items())})"
                                       if p.arch_params else "")
         return Victim(classifier=classifier, nb_classes=nb_classes, input_shape=shape,
                       clip_values=tuple(p.input.range), description=f"torch {arch_desc}",
-                      thief_architecture=p.architecture, thief_arch_params=dict(p.arch_params), info=info)
+                      thief_architecture=p.architecture, thief_arch_params=dict(p.arch_params), info=info,
+                      network_factory=network_factory, network=model, train_recipe=p.train.model_dump())

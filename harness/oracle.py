@@ -8,8 +8,9 @@ so detectors and per-client defences (PRADA, rate limits) can see who asked what
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from art.estimators.classification import BlackBoxClassifier
@@ -42,15 +43,47 @@ def apply_output_mode(probs: np.ndarray, mode: str, top_k: int = 1) -> np.ndarra
 
 
 @dataclass
+class ActiveResponse:
+    """What an active defence did to a batch: the answers, which queries were answered in full,
+    and the seconds each query cost the client on top of the victim (proof-of-work solving)."""
+
+    probs: np.ndarray
+    answered: np.ndarray  # bool (n,)
+    seconds: np.ndarray  # float (n,)
+
+
+@runtime_checkable
+class ActiveDefence(Protocol):
+    """A defence that sees the queries themselves (reject, proof-of-work, misinformation).
+
+    It sits in the oracle after the victim and the output-perturbation postprocessors.
+    """
+
+    def respond(self, x: np.ndarray, probs: np.ndarray, client_id: str) -> ActiveResponse: ...
+
+
+@dataclass
 class ClientRecord:
-    """What one client sent: query count, and its first inputs (up to the oracle's record limit)."""
+    """What one client sent: query count, and its first inputs (up to the oracle's record limit),
+    how many queries were answered in full, and per-query response times (same limit)."""
 
     queries: int = 0
     recorded: int = 0
+    answered: int = 0
     batches: list[np.ndarray] = field(default_factory=list)
+    latencies: list[np.ndarray] = field(default_factory=list)
+    seconds_total: float = 0.0
 
     def inputs(self) -> np.ndarray:
         return np.concatenate(self.batches) if self.batches else np.empty((0,))
+
+    def response_seconds(self) -> np.ndarray:
+        """Seconds per query (victim + defence + proof-of-work), for the recorded queries."""
+        return np.concatenate(self.latencies) if self.latencies else np.empty((0,))
+
+    @property
+    def answered_share(self) -> float:
+        return self.answered / self.queries if self.queries else float("nan")
 
 
 class Oracle(BlackBoxClassifier):
@@ -60,7 +93,9 @@ class Oracle(BlackBoxClassifier):
     so that detectors can later be scored on exactly what an attack sent.
 
     ``victim_predict`` returns the victim's raw probabilities; ``postprocessors`` (callables on
-    probability arrays, e.g. ART postprocessors) are applied in order, then the output mode.
+    probability arrays, e.g. ART postprocessors, or :class:`ActiveDefence` objects that also see
+    the queries) are applied in order, then the output mode. Response time per query (the batch's
+    wall time shared equally, plus what an active defence charged that query) is recorded.
     ``predict`` raises :class:`BudgetExceededError` — before answering anything — when a batch
     would take the client past ``budget``.
     """
@@ -93,17 +128,35 @@ class Oracle(BlackBoxClassifier):
             raise BudgetExceededError(
                 f"client '{cid}' asked for {len(x)} more queries with {record.queries} of {self.budget} used")
         record.queries += len(x)
+        keep_n = 0
         if self.record_inputs and record.recorded < self.record_limit:
             keep = x[: self.record_limit - record.recorded].copy()
+            keep_n = len(keep)
             record.batches.append(keep)
-            record.recorded += len(keep)
-        return self._answer(x)
+            record.recorded += keep_n
+        start = time.perf_counter()
+        out, answered, extra = self._respond(x, cid)
+        per_query = (time.perf_counter() - start - float(extra.sum())) / max(1, len(x)) + extra
+        record.answered += int(answered.sum())
+        record.seconds_total += float(per_query.sum())
+        if keep_n:
+            record.latencies.append(per_query[:keep_n])
+        return out
+
+    def _respond(self, x: np.ndarray, client_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        probs = self._victim_predict(x)
+        answered = np.ones(len(x), dtype=bool)
+        extra = np.zeros(len(x))
+        for post in self.postprocessors:
+            if isinstance(post, ActiveDefence):
+                resp = post.respond(x, probs, client_id)
+                probs, answered, extra = resp.probs, answered & resp.answered, extra + resp.seconds
+            else:
+                probs = post(probs)
+        return apply_output_mode(probs, self.output_mode, self.top_k).astype(np.float32), answered, extra
 
     def _answer(self, x: np.ndarray) -> np.ndarray:
-        probs = self._victim_predict(x)
-        for post in self.postprocessors:
-            probs = post(probs)
-        return apply_output_mode(probs, self.output_mode, self.top_k).astype(np.float32)
+        return self._respond(x, self.client_id)[0]
 
     @property
     def queries_used(self) -> int:

@@ -355,6 +355,9 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
                                 oracle.queries_used)
             rows = [{"metric": info.name, "value": info.obj(ev)} for info in extraction_metrics]
             rows.append({"metric": "attack_seconds", "value": round(elapsed, 3)})
+            # Attack-specific figures (e.g. parameter error of an extracted linear model).
+            extra = getattr(thief, "extra_metrics", None)
+            rows += [{"metric": k, "value": float(v)} for k, v in (extra() if callable(extra) else {}).items()]
             rows = [{"kind": "extraction", "victim": victim_name, "defence": d.id, "attack": a.id,
                      "budget": budget, "seed": seed, **r} for r in rows]
             store.append(rows)

@@ -36,6 +36,28 @@ class Victim:
     thief_architecture: str
     thief_arch_params: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    #: PyTorch victims only (detectors build auxiliary or retrained models from these):
+    #: a fresh untrained network of the victim's architecture with its normalisation (logits out),
+    network_factory: Callable[[], Any] | None = None
+    #: the trained network (logits out), and the recipe it was (or would be) trained with.
+    network: Any = None
+    train_recipe: dict[str, Any] = field(default_factory=dict)
+    #: tree victims only: x -> leaf identifier per sample (the "leaf" output mode), else None
+    leaf_ids: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray | None:
+        """The victim's logits (PyTorch victims), else None."""
+        if self.network is None:
+            return None
+        import torch
+
+        self.network.eval()
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(x), batch_size):
+                out.append(self.network(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size],
+                                                                             dtype=np.float32))).numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.empty((0, self.nb_classes))
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Raw (undefended) class probabilities."""
