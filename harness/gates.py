@@ -32,16 +32,25 @@ def evaluate_gate(gate: Gate, frame: pd.DataFrame, attack_plugins: dict[str, str
                   defence_plugins: dict[str, str], budgets: list[int] | dict[str, list[int]]) -> GateResult:
     """Check ``gate`` against ``frame`` (results.csv). No matching result is a failure.
 
+    ``defence_plugins`` maps defence ids — and detector ids — to their plugin names.
+
     ``budgets``: the scenario's checkpoints, or each attack id's own; a gate without a budget reads
     every matching attack at its largest checkpoint.
     """
     rows = frame[frame["metric"] == gate.metric]
+    if gate.detector is not None:
+        # Detection rows carry the detector's id in the defence column.
+        rows = rows[rows["kind"].isin(["detection", "detector"])]
+        rows = rows[[d == gate.detector or defence_plugins.get(d) == gate.detector for d in rows["defence"]]]
     if gate.defence is not None:
         rows = rows[[d == gate.defence or defence_plugins.get(d) == gate.defence for d in rows["defence"]]]
     if gate.attack is not None:
         rows = rows[[a == gate.attack or attack_plugins.get(a) == gate.attack for a in rows["attack"]]]
     scope_is_extraction = rows["kind"].eq("extraction").any() if len(rows) else True
-    if scope_is_extraction:
+    if len(rows) and rows["kind"].eq("detection").all():
+        numeric = pd.to_numeric(rows["budget"], errors="coerce")
+        rows = rows[numeric == (gate.budget if gate.budget is not None else numeric.max())]
+    elif scope_is_extraction:
         numeric = pd.to_numeric(rows["budget"], errors="coerce")
         if gate.budget is not None:
             rows = rows[numeric == gate.budget]

@@ -132,6 +132,43 @@ def attack_seconds(ev: ExtractionEval) -> float:
     return float("nan")
 
 
+# Service metrics: written by the runner from the oracle's per-client record, for the honest users
+# (utility rows) and for the attacker (extraction rows). They matter under active defences.
+def _runner_written(name: str, scope: str, doc: str) -> None:
+    def metric(ev) -> float:
+        return float("nan")
+
+    metric.__doc__ = doc + " (written by the runner)"
+    metric.__name__ = name
+    metrics.register(name, scope=scope, computed_by_runner=True)(metric)
+
+
+_runner_written("answered_share", "service", "Share of the client's queries answered in full (not refused, "
+                "not downgraded, not misinformed)")
+_runner_written("latency_mean_ms", "service", "Mean response time per query in milliseconds, proof-of-work included")
+_runner_written("latency_p95_ms", "service", "95th percentile of the response time per query in milliseconds")
+
+# Detection metrics (kind 'detection': one row per detector x attack x detection budget).
+for _name, _doc in (("auroc", "Area under the ROC curve, attack queries as positives"),
+                    ("aupr", "Area under the precision-recall curve (average precision), attack = positive"),
+                    ("fpr_at_95_tpr", "False-positive rate on benign queries when 95% of attack queries are caught"),
+                    ("fpr_at_90_tpr", "False-positive rate on benign queries when 90% of attack queries are caught"),
+                    ("tpr_at_1_fpr", "Share of attack queries caught at 1% false positives on benign queries"),
+                    ("queries_to_flag", "Per-client detectors: queries an attacking client sends before it is "
+                                        "flagged (NaN = never)"),
+                    ("clients_flagged", "Per-client detectors: share of the attack's client ids that are flagged"),
+                    ("benign_flagged", "Per-client detectors: 1 when the benign client is flagged")):
+    _runner_written(_name, "detection", _doc)
+# Detector cost rows (kind 'detector': one row per detector).
+for _name, _doc in (("fit_seconds", "Seconds to fit the detector (0 when loaded from the cache: see the log)"),
+                    ("score_ms_per_query", "Milliseconds to score one query (batched)"),
+                    ("victim_ms_per_query", "Milliseconds of the victim's own inference per query (batched)"),
+                    ("score_cost_ratio", "Scoring time over the victim's inference time"),
+                    ("served_accuracy", "Test accuracy of the model answering queries under the detector "
+                                        "(OE and EDM replace the victim)")):
+    _runner_written(_name, "detector", _doc)
+
+
 def metric_scope(name: str) -> str:
     return metrics.get(name).meta["scope"]
 

@@ -29,10 +29,11 @@ from .datasets import DataContext, Dataset
 from .errors import ScenarioError
 from .gates import GateResult, evaluate_gate, format_gate_table, write_junit
 from .metrics import ExtractionEval, UtilityEval
-from .oracle import Oracle
+from .oracle import ClientRecord, Oracle
 from .results import ResultsStore, cell_key, read_results, read_summary, write_summary
 from .scenario import Scenario, uses_pool
 from .thief import make_thief
+from . import detection_track as dt
 from .victim import Victim, VictimContext
 
 log = logging.getLogger("stealcheck")
@@ -213,7 +214,8 @@ def _run(scenario: Scenario, run_dir: Path, resume: bool, quiet: bool, fresh: bo
         summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         summary["wall_seconds"] = round(time.time() - started + float(previous.get("wall_seconds") or 0), 2)
         frame = read_results(run_dir)
-        gates = [evaluate_gate(g, frame, summary["attacks"], summary["defences"],
+        named = {**summary["defences"], **{d.id: d.plugin for d in scenario.detectors}}
+        gates = [evaluate_gate(g, frame, summary["attacks"], named,
                                {a.id: scenario.budgets_of(a) for a in scenario.attacks}) for g in m.expect]
         summary["gates"] = [g.to_dict() for g in gates]
         write_summary(run_dir, summary)
@@ -282,13 +284,47 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
 
     extraction_metrics = [i for i in registry.metrics.items()
                           if i.meta["scope"] == "extraction" and not i.meta.get("computed_by_runner")]
-    utility_metrics = [i for i in registry.metrics.items() if i.meta["scope"] == "utility"]
-    served = {d.id: registry.defences.get(d.plugin).obj.build(d.params, victim.nb_classes)
-              for d in scenario.defences}
+    utility_metrics = [i for i in registry.metrics.items()
+                       if i.meta["scope"] == "utility" and not i.meta.get("computed_by_runner")]
+    victim_identity = victim.info.get("cache_key") or victim.info.get("file_sha256")
+
+    # Detectors first: active defences are driven by them.
+    fitted: dict[str, dt.FittedDetector] = {}
+    defender = None
+    if scenario.detectors:
+        defender = dt.defender_data(scenario, data, data.fingerprint, m.data_seed)
+        dctx = dt.detector_context(victim, defender, cache, victim_identity, m.data_seed, progress)
+        fitted = dt.fit_detectors(scenario, dctx, cache, victim_identity, summary["stealcheck_version"])
+        summary["detectors"] = {i: {"plugin": f.ref.plugin, "fit_seconds": f.fit_seconds, "from_cache": f.from_cache,
+                                    "per_client": f.per_client, "replaces_victim": f.detector.replaces_victim}
+                                for i, f in fitted.items()}
+        summary["detection"] = {"benign": defender.evaluation.name, "benign_samples": len(defender.evaluation),
+                                "calibration_samples": len(defender.calibration),
+                                "outliers": defender.outliers.name if defender.outliers is not None else None,
+                                **m.detection.model_dump(mode="json")}
+        key = cell_key("detectors", "")
+        if key not in done:
+            store.append(dt.detector_rows(fitted, victim, test, defender.evaluation.x[:1000], victim.description))
+            store.finish_cell(key)
+        write_summary(run_dir, summary)
+
+    served: dict[str, list] = {}
+    answering: dict[str, Any] = {}
+    for d in scenario.defences:
+        info = registry.defences.get(d.plugin)
+        answering[d.id] = victim.predict_proba
+        if info.meta.get("needs_detector"):
+            f = fitted[d.params.detector]
+            served[d.id] = info.obj.build(d.params, victim.nb_classes, detector=f.detector,
+                                          calibration_scores=f.calibration_scores)
+            if f.detector.replaces_victim:
+                answering[d.id] = f.detector.serving_predict
+        else:
+            served[d.id] = info.obj.build(d.params, victim.nb_classes)
+    driven = {d.id for d in scenario.defences if registry.defences.get(d.plugin).meta.get("needs_detector")}
 
     cells = [(seed, d, a) for seed in m.seeds for d in scenario.defences for a in scenario.attacks]
     summary["cells"] = {"total": len(cells) + len(scenario.defences), "done": 0, "from_cache": 0}
-    victim_identity = victim.info.get("cache_key") or victim.info.get("file_sha256")
     metric_names = sorted(i.name for i in extraction_metrics)
 
     def cell_fingerprint(seed: int, d, a) -> str | None:
@@ -299,14 +335,19 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
                             "defence": d.to_dict(), "attack": a.to_dict(), "seed": seed,
                             "budgets": scenario.budgets_of(a),
                             "thief": summary["thief"],
-                            "data": {role: data.fingerprint(role) for role in sorted(scenario.data)}, "evaluation": m.evaluation.model_dump(),
-                            "metrics": metric_names, "version": summary["stealcheck_version"]})
+                            "data": {role: data.fingerprint(role) for role in sorted(scenario.data)},
+                            "evaluation": m.evaluation.model_dump(), "metrics": metric_names,
+                            "version": summary["stealcheck_version"],
+                            # an active defence depends on its detector and the calibration split
+                            "detectors": ([r.to_dict() for r in scenario.detectors],
+                                          m.detection.model_dump(mode="json")) if d.id in driven else None})
     bar = tqdm(total=len(cells), desc="cells", disable=not progress, unit="cell")
 
     def make_oracle(defence_id: str, budget: int | None) -> Oracle:
-        return Oracle(victim.predict_proba, victim.input_shape, victim.nb_classes, victim.clip_values,
+        return Oracle(answering[defence_id], victim.input_shape, victim.nb_classes, victim.clip_values,
                       postprocessors=served[defence_id], output_mode=scenario.victim.output,
-                      top_k=scenario.victim.top_k, budget=budget)
+                      top_k=scenario.victim.top_k, budget=budget,
+                      leaf_predict=victim.leaf_ids, reference_parameters=victim.parameters)
 
     for d in scenario.defences:
         key = cell_key("utility", d.id)
@@ -314,9 +355,14 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
             continue
         oracle = make_oracle(d.id, None)
         np.random.seed(m.data_seed)  # GaussianNoise samples with np.random
-        ev = UtilityEval(raw_test, oracle.predict(test.x, client_id="honest-users"), test.y)
+        # Honest users send their queries in small batches, as an application would.
+        answers = [oracle.predict(test.x[i:i + HONEST_BATCH], client_id="honest-users")
+                   for i in range(0, len(test.x), HONEST_BATCH)]
+        ev = UtilityEval(raw_test, np.concatenate(answers), test.y)
+        rows = [{"metric": info.name, "value": info.obj(ev)} for info in utility_metrics]
+        rows += service_rows(oracle.clients["honest-users"])
         store.append({"kind": "utility", "victim": victim_name, "defence": d.id, "attack": "", "budget": "",
-                      "seed": "", "metric": info.name, "value": info.obj(ev)} for info in utility_metrics)
+                      "seed": "", **r} for r in rows)
         store.finish_cell(key)
         summary["cells"]["done"] += 1
 
@@ -355,6 +401,7 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
                                 oracle.queries_used)
             rows = [{"metric": info.name, "value": info.obj(ev)} for info in extraction_metrics]
             rows.append({"metric": "attack_seconds", "value": round(elapsed, 3)})
+            rows += service_rows(oracle.clients.get(oracle.client_id, ClientRecord()))
             # Attack-specific figures (e.g. parameter error of an extracted linear model).
             extra = getattr(thief, "extra_metrics", None)
             rows += [{"metric": k, "value": float(v)} for k, v in (extra() if callable(extra) else {}).items()]
@@ -376,3 +423,74 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
         write_summary(run_dir, summary)
         bar.update(1)
     bar.close()
+    if fitted:
+        _detection_phase(scenario, run_dir, store, done, fitted, defender, victim, data, pool, cache,
+                         victim_identity, thief_arch, thief_arch_params, summary, progress)
+
+
+HONEST_BATCH = 32
+
+
+def service_rows(record: ClientRecord) -> list[dict]:
+    """What a client experienced: share of queries answered in full, response time per query."""
+    seconds = record.response_seconds()
+    if record.queries == 0:
+        return []
+    return [{"metric": "answered_share", "value": record.answered_share},
+            {"metric": "latency_mean_ms", "value": float(np.mean(seconds) * 1e3) if len(seconds) else float("nan")},
+            {"metric": "latency_p95_ms",
+             "value": float(np.percentile(seconds, 95) * 1e3) if len(seconds) else float("nan")}]
+
+
+def _detection_phase(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[str],
+                     fitted: dict[str, dt.FittedDetector], defender: dt.DefenderData, victim: Victim, data: _Data,
+                     pool: Dataset | None, cache: Cache, victim_identity: Any, thief_arch: str,
+                     thief_arch_params: dict, summary: dict, progress: bool) -> None:
+    """Score benign and attack queries with every detector; rows of kind 'detection'."""
+    m = scenario.model
+    spec = m.detection
+    seed = m.seeds[0]
+    attacks = [a for a in scenario.attacks if spec.attacks is None or a.id in spec.attacks]
+    scores_dir = run_dir / "detection"
+    scores_dir.mkdir(exist_ok=True)
+    benign_x = defender.evaluation.x
+    benign_scores = {i: np.asarray(f.detector.score(benign_x), dtype=np.float64)
+                     for i, f in fitted.items() if not f.per_client}
+    for a in attacks:
+        key = cell_key("detection", "", a.id, seed)
+        if key in done:
+            continue
+        info = registry.attacks.get(a.plugin)
+        if uses_pool(info) and pool is not None and len(pool) < max(spec.budgets):
+            log.warning("detection: attack %s skipped: the attacker pool (%d) is smaller than the detection "
+                        "budget %d", a.id, len(pool), max(spec.budgets))
+            continue
+
+        def make_ctx(oracle: Oracle, budgets: list[int]) -> AttackContext:
+            return AttackContext(
+                oracle=oracle, pool=pool, budgets=budgets, thief_spec=m.thief, seed=seed, progress=progress,
+                load_data=data,
+                make_thief=lambda: make_thief(m.thief, thief_arch, thief_arch_params, victim.input_shape,
+                                              victim.nb_classes, victim.clip_values, seed, progress=progress))
+
+        key_parts = {"victim": victim_identity, "output": [scenario.victim.output, scenario.victim.top_k],
+                     "seed": seed, "thief": summary["thief"],
+                     "data": {role: data.fingerprint(role) for role in sorted(scenario.data)},
+                     "version": summary["stealcheck_version"]} if victim_identity else None
+        t0 = time.perf_counter()
+        queries = dt.collect_attack_queries(scenario, a, spec.budgets, victim, make_ctx, cache, key_parts)
+        log.info("detection: %s queries collected (%.1fs)", a.id, time.perf_counter() - t0)
+        rows: list[dict] = []
+        for budget, xq in queries.items():
+            if len(xq) == 0:
+                continue
+            for det_id, f in fitted.items():
+                rows += dt.score_rows(det_id, f, a.id, budget, seed, benign_x, xq, spec, victim.description,
+                                      scores_dir, benign_scores.get(det_id))
+                auroc = next((r["value"] for r in rows if r["defence"] == det_id and r["budget"] == budget
+                              and r["metric"] == "auroc"), None)
+                if auroc is not None:
+                    log.info("detection: %s vs %s @ %d: AUROC %.4f", det_id, a.id, budget, auroc)
+        store.append(rows)
+        store.finish_cell(key)
+        write_summary(run_dir, summary)

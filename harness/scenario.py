@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from . import registry
 from .errors import ScenarioError, did_you_mean
 from .yamlio import load_yaml
 
-OUTPUT_MODES = ("probabilities", "top_k", "label")
+OUTPUT_MODES = ("probabilities", "top_k", "label", "leaf")  # leaf: tree victims, node id + probabilities
 
 
 class Strict(BaseModel):
@@ -237,13 +238,18 @@ class Gate(Strict):
     metric: str = Field(description="metric name, e.g. fidelity")
     attack: str | None = Field(None, description="attack id or plugin name; null = every attack")
     defence: str | None = Field(None, description="defence id or plugin name; null = every defence")
-    budget: int | None = Field(None, description="budget checkpoint; null = the largest budget")
+    detector: str | None = Field(None, description="detector id or plugin name, for detection metrics "
+                                 "(auroc, aupr, fpr_at_95_tpr, ...)")
+    budget: int | None = Field(None, description="budget checkpoint (detection gates: detection budget); "
+                               "null = the largest")
     min: float | None = Field(None, description="lower bound (inclusive)")
     max: float | None = Field(None, description="upper bound (inclusive)")
     name: str | None = Field(None, description="label shown in the report and junit.xml")
 
     @model_validator(mode="after")
     def _bounds(self) -> "Gate":
+        if self.defence is not None and self.detector is not None:
+            raise ValueError("a gate selects a defence or a detector, not both")
         if self.min is None and self.max is None:
             raise ValueError("a gate needs 'min', 'max' or both")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -254,7 +260,8 @@ class Gate(Strict):
         if self.name:
             return self.name
         sel = ", ".join(f"{k}={v}" for k, v in (("attack", self.attack), ("defence", self.defence),
-                                                 ("budget", self.budget)) if v is not None)
+                                                 ("detector", self.detector), ("budget", self.budget))
+                        if v is not None)
         bounds = " and ".join(b for b in ((f">= {self.min}" if self.min is not None else ""),
                                           (f"<= {self.max}" if self.max is not None else "")) if b)
         return f"{self.metric} [{sel or 'all cells'}] {bounds}"
@@ -278,6 +285,48 @@ class EvaluationSpec(Strict):
     test_limit: int | None = Field(None, gt=0, description="evaluate on at most this many test samples")
 
 
+class DetectionSpec(Strict):
+    """How detectors are compared: which attack queries, against which benign queries, at what mix."""
+
+    budgets: list[int] = Field(default_factory=lambda: [1000], description="number of each attack's queries "
+                               "that are scored (its first N queries); the attack runs undefended to that budget")
+    attacks: list[str] | None = Field(None, description="attack ids whose queries are scored; null = every attack")
+    benign: str | None = Field(None, description="data set of benign queries (in-distribution, never trained on); "
+                               "null = 'benign' when defined, else 'test'")
+    calibration_fraction: float = Field(0.5, gt=0, lt=1, description="share of the benign set given to detectors "
+                                        "for calibration (standardising, thresholds); the rest is scored")
+    benign_limit: int | None = Field(None, gt=0, description="score at most this many benign queries")
+    malicious_ratio: float = Field(0.5, gt=0, lt=1, description="share of attack queries in the scored mix "
+                                   "(the excess side is subsampled)")
+    ratio_sweep: list[float] = Field(default_factory=list, description="more malicious ratios to report "
+                                     "AUROC/AUPR at (e.g. [0.01, 0.1, 0.5, 0.9])")
+    prada_clients: list[int] = Field(default_factory=lambda: [1, 10], description="per-client detectors: "
+                                     "spread each attack's queries over this many client ids")
+    outliers: str = Field("outliers", description="data set given to detectors that need an outlier set "
+                          "(OE, EDM)")
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[int]) -> list[int]:
+        if not v or any(b <= 0 for b in v) or len(set(v)) != len(v):
+            raise ValueError(f"budgets must be a non-empty list of positive, distinct integers, got {v}")
+        return sorted(v)
+
+    @field_validator("ratio_sweep")
+    @classmethod
+    def _ratios(cls, v: list[float]) -> list[float]:
+        if any(not 0 < r < 1 for r in v):
+            raise ValueError(f"every malicious ratio must be in (0, 1), got {v}")
+        return v
+
+    @field_validator("prada_clients")
+    @classmethod
+    def _clients(cls, v: list[int]) -> list[int]:
+        if not v or any(n < 1 for n in v):
+            raise ValueError(f"client counts must be positive integers, got {v}")
+        return v
+
+
 class ScenarioModel(Strict):
     """The top level of a scenario file (plugin sections are validated by their registries)."""
 
@@ -291,6 +340,8 @@ class ScenarioModel(Strict):
     defences: list[Any] = Field(default_factory=lambda: ["none"], description="defences to compare")
     attacks: list[Any] = Field(description="attacks to run")
     budgets: list[int] = Field(description="query budget checkpoints")
+    detectors: list[Any] = Field(default_factory=list, description="query detectors to compare (detection track)")
+    detection: DetectionSpec = Field(default_factory=DetectionSpec, description="how detectors are compared")
     seeds: list[int] = Field(default_factory=lambda: [0], description="attack seeds")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     expect: list[Gate] = Field(default_factory=list, description="expectation gates")
@@ -372,6 +423,7 @@ class Scenario:
     defences: list[PluginRef]
     source_path: str | None
     as_written: Any
+    detectors: list[PluginRef] = dataclass_field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -395,6 +447,8 @@ class Scenario:
             "defences": [d.to_dict() for d in self.defences],
             "attacks": [a.to_dict() for a in self.attacks],
             "budgets": m.budgets,
+            "detectors": [d.to_dict() for d in self.detectors],
+            "detection": m.detection.model_dump(mode="json"),
             "seeds": m.seeds,
             "evaluation": m.evaluation.model_dump(mode="json"),
             "expect": [g.model_dump(mode="json") for g in m.expect],
@@ -453,7 +507,8 @@ def build_scenario(data: Any, source: str | None = None) -> Scenario:
     data_refs = _resolve_data(model.data)
     attacks = [resolve_plugin(registry.attacks, a, f"attacks.{i}") for i, a in enumerate(model.attacks)]
     defences = [resolve_plugin(registry.defences, d, f"defences.{i}") for i, d in enumerate(model.defences)]
-    for section, refs in (("attacks", attacks), ("defences", defences)):
+    detectors = [resolve_plugin(registry.detectors, d, f"detectors.{i}") for i, d in enumerate(model.detectors)]
+    for section, refs in (("attacks", attacks), ("defences", defences), ("detectors", detectors)):
         seen: dict[str, int] = {}
         for i, ref in enumerate(refs):
             if ref.id in seen:
@@ -468,19 +523,23 @@ def build_scenario(data: Any, source: str | None = None) -> Scenario:
             names = registry.metrics.names()
             raise ScenarioError(f"unknown metric '{gate.metric}'.{did_you_mean(gate.metric, names)} "
                                 f"Allowed: {', '.join(names)}.", path=f"expect.{i}.metric")
-        for key, refs in (("attack", attacks), ("defence", defences)):
+        for key, refs in (("attack", attacks), ("defence", defences + detectors), ("detector", detectors)):
             sel = getattr(gate, key)
             if sel is not None and not any(sel in (r.id, r.plugin) for r in refs):
                 ids = sorted({r.id for r in refs} | {r.plugin for r in refs})
                 raise ScenarioError(f"no {key} '{sel}' in this scenario.{did_you_mean(sel, ids)} "
                                     f"Known: {', '.join(ids)}.", path=f"expect.{i}.{key}")
-        if gate.budget is not None:
+        if gate.budget is not None and gate.detector is not None:
+            if gate.budget not in model.detection.budgets:
+                raise ScenarioError(f"budget {gate.budget} is not a detection budget ({model.detection.budgets}).",
+                                    path=f"expect.{i}.budget")
+        elif gate.budget is not None:
             matched = [a for a in attacks if gate.attack in (None, a.id, a.plugin)]
             known = sorted({b for a in matched for b in (a.budgets or model.budgets)})
             if gate.budget not in known:
                 raise ScenarioError(f"budget {gate.budget} is not a checkpoint of the attacks this gate selects "
                                     f"({known}).", path=f"expect.{i}.budget")
-    scenario = Scenario(model, victim, data_refs, attacks, defences, source, data)
+    scenario = Scenario(model, victim, data_refs, attacks, defences, source, data, detectors)
     check_scenario(scenario)
     return scenario
 
@@ -550,6 +609,10 @@ def check_scenario(scenario: Scenario) -> None:
         raise ScenarioError("the victim is trained by stealcheck (no model file given), so data.victim_train is "
                             "required.", path="data")
     offered = scenario.victim.output
+    supports = getattr(victim_info.obj, "supports_output", None)
+    if offered == "leaf" and not (supports is not None and supports(scenario.victim.params, "leaf")):
+        raise ScenarioError("output: leaf (leaf ids, as BigML served them) needs a decision-tree victim, e.g. "
+                            "kind: sklearn with model: decision_tree.", path="victim.output")
     for i, ref in enumerate(scenario.attacks):
         info = registry.attacks.get(ref.plugin)
         needs = info.meta.get("needs_output")
@@ -559,6 +622,13 @@ def check_scenario(scenario: Scenario) -> None:
                 f"attack '{ref.id}' needs probability outputs but the victim serves '{offered}'. "
                 "Use the attack's label variant (e.g. use_probability: false) or serve probabilities.",
                 path=f"attacks.{i}")
+        if need == "leaf" and offered != "leaf":
+            raise ScenarioError(f"attack '{ref.id}' needs leaf ids (victim output: leaf, a decision-tree victim) but "
+                                f"the victim serves '{offered}'.", path=f"attacks.{i}")
+        # Attack-specific checks against the victim section (e.g. a feature box vs the declared input).
+        problem = info.meta["check_victim"](ref.params, scenario.victim) if "check_victim" in info.meta else None
+        if problem:
+            raise ScenarioError(f"attack '{ref.id}': {problem}", path=f"attacks.{i}")
         if uses_pool(info) and "attacker" not in scenario.data:
             raise ScenarioError(f"attack '{ref.id}' samples the attacker's pool, so data.attacker is required.",
                                 path="data")
@@ -574,6 +644,7 @@ def check_scenario(scenario: Scenario) -> None:
                 raise ScenarioError(f"attack '{ref.id}' uses the data set '{role}', which data does not define."
                                     f"{did_you_mean(role, list(scenario.data))} Defined: {', '.join(scenario.data)}.",
                                     path=f"attacks.{i}")
+    _check_detection(scenario)
     pooled = [(i, a) for i, a in enumerate(scenario.attacks) if uses_pool(registry.attacks.get(a.plugin))]
     if not pooled:
         return
@@ -587,3 +658,50 @@ def check_scenario(scenario: Scenario) -> None:
                 f"the attacker pool '{attacker.source}' holds {size} samples, fewer than the largest budget of "
                 f"attack '{ref.id}' ({largest}). Lower the budgets or use a larger pool.",
                 path="budgets" if ref.budgets is None else f"attacks.{i}.budgets")
+
+
+def benign_role(scenario: Scenario) -> str:
+    """The data set whose samples are the benign queries of the detection track."""
+    spec = scenario.model.detection
+    if spec.benign:
+        return spec.benign
+    return "benign" if "benign" in scenario.data else "test"
+
+
+def _check_detection(scenario: Scenario) -> None:
+    """Detectors, active defences and the detection section fit together."""
+    spec = scenario.model.detection
+    detector_ids = {d.id: d for d in scenario.detectors}
+    attack_ids = [a.id for a in scenario.attacks]
+    for j, aid in enumerate(spec.attacks or []):
+        if aid not in attack_ids:
+            raise ScenarioError(f"no attack '{aid}' in this scenario.{did_you_mean(aid, attack_ids)} "
+                                f"Known: {', '.join(attack_ids)}.", path=f"detection.attacks.{j}")
+    if scenario.detectors:
+        role = benign_role(scenario)
+        if role not in scenario.data:
+            raise ScenarioError(f"detection.benign names the data set '{role}', which data does not define."
+                                f"{did_you_mean(role, list(scenario.data))}", path="detection.benign")
+    for i, ref in enumerate(scenario.detectors):
+        cls = registry.detectors.get(ref.plugin).obj
+        if getattr(cls, "needs_outliers", False) and spec.outliers not in scenario.data:
+            raise ScenarioError(f"detector '{ref.id}' trains on an outlier set, so data.{spec.outliers} is required "
+                                "(e.g. {source: glyphs}); it must differ from the attacker's pool.",
+                                path=f"detectors.{i}")
+        if getattr(cls, "needs_network", False) and scenario.victim.kind != "torch":
+            raise ScenarioError(f"detector '{ref.id}' builds networks of the victim's architecture, which needs a "
+                                f"PyTorch victim (kind: torch); this victim is '{scenario.victim.kind}'.",
+                                path=f"detectors.{i}")
+    for i, ref in enumerate(scenario.defences):
+        info = registry.defences.get(ref.plugin)
+        if not info.meta.get("needs_detector"):
+            continue
+        det = getattr(ref.params, "detector", None)
+        if det not in detector_ids:
+            known = ", ".join(detector_ids) or "none declared"
+            raise ScenarioError(f"defence '{ref.id}' is driven by detector '{det}', which the scenario's detectors "
+                                f"list does not declare.{did_you_mean(str(det), list(detector_ids))} Known: {known}.",
+                                path=f"defences.{i}.detector")
+        if getattr(registry.detectors.get(detector_ids[det].plugin).obj, "per_client", False):
+            raise ScenarioError(f"defence '{ref.id}' needs a per-query score, but detector '{det}' flags clients "
+                                "(per-client history), not single queries.", path=f"defences.{i}.detector")

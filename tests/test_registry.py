@@ -184,7 +184,7 @@ def test_plugins_have_kind_specific_entry_points():
     for info in registry.victims.items():
         assert callable(getattr(info.obj, "build", None)), info.name
     for info in registry.metrics.items():
-        assert info.meta.get("scope") in ("extraction", "utility"), info.name
+        assert info.meta.get("scope") in ("extraction", "utility", "service", "detection", "detector"), info.name
         assert callable(info.obj)
     for info in registry.data_sources.items():
         assert callable(info.obj)
