@@ -17,13 +17,16 @@ from stealcheck.registry import victims
 from stealcheck.scenario import InputSpec
 from stealcheck.victim import Victim, VictimContext
 
-MODELS = ("logistic_regression", "mlp", "decision_tree", "random_forest", "svc")
+MODELS = ("logistic_regression", "logistic_regression_ovr", "mlp", "decision_tree", "random_forest", "svc")
+TREE_MODELS = ("decision_tree",)
 
 
 class SklearnVictimParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: Literal["logistic_regression", "mlp", "decision_tree", "random_forest", "svc"] = Field(
-        "logistic_regression", description="model to train from data.victim_train (ignored with path)")
+    model: Literal["logistic_regression", "logistic_regression_ovr", "mlp", "decision_tree", "random_forest",
+                   "svc"] = Field("logistic_regression", description="model to train from data.victim_train (ignored "
+                                  "with path); logistic_regression is multinomial (softmax) for more than two classes, "
+                                  "logistic_regression_ovr one-vs-rest")
     model_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the estimator")
     path: str | None = Field(None, description="a pickle/joblib file of a fitted estimator (needs trust_pickle)")
     trust_pickle: bool = Field(False, description="allow loading 'path': unpickling runs code from the file, so "
@@ -35,10 +38,16 @@ class SklearnVictimParams(BaseModel):
 def _estimator(name: str, params: dict[str, Any], seed: int):
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
     from sklearn.neural_network import MLPClassifier
     from sklearn.svm import SVC
     from sklearn.tree import DecisionTreeClassifier
 
+    if name == "logistic_regression_ovr":
+        try:
+            return OneVsRestClassifier(LogisticRegression(**{"max_iter": 2000, **params}))
+        except TypeError as exc:
+            raise ScenarioError(f"bad model_params for {name}: {exc}", path="victim.model_params") from None
     defaults: dict[str, tuple[type, dict]] = {
         "logistic_regression": (LogisticRegression, {"max_iter": 2000}),
         "mlp": (MLPClassifier, {"hidden_layer_sizes": (20,), "max_iter": 1000, "random_state": seed}),
@@ -53,6 +62,45 @@ def _estimator(name: str, params: dict[str, Any], seed: int):
         raise ScenarioError(f"bad model_params for {name}: {exc}", path="victim.model_params") from None
 
 
+def tree_node_ids(model, x: np.ndarray) -> np.ndarray:
+    """The node a decision tree reaches for each row of ``x``: a leaf id, as BigML's API returned.
+
+    Missing features (NaN) make an *incomplete* query: it stops at the first node that splits on a
+    missing feature and returns that internal node's id (BigML's semantics, which the top-down
+    path-finding attack relies on). Comparisons are made in float32, as scikit-learn's trees make them.
+    """
+    tree = model.tree_
+    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    rows = np.arange(len(x))
+    node = np.zeros(len(x), dtype=np.int64)
+    while True:
+        internal = tree.children_left[node] != -1
+        value = x[rows, np.where(internal, tree.feature[node], 0)]
+        move = internal & ~np.isnan(value)
+        if not move.any():
+            return node
+        left = value <= tree.threshold[node]
+        node = np.where(move, np.where(left, tree.children_left[node], tree.children_right[node]), node)
+
+
+def linear_parameters(model) -> dict[str, Any] | None:
+    """White-box parameters of a logistic-regression victim as {family, W (d x k), b (k)}, else None.
+
+    Only the evaluation uses them (parameter error of an extracted copy); no attack gets them.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    if isinstance(model, LogisticRegression):
+        family = "binary_lr" if model.coef_.shape[0] == 1 else "softmax"
+        return {"family": family, "W": model.coef_.T.astype(np.float64), "b": model.intercept_.astype(np.float64)}
+    if isinstance(model, OneVsRestClassifier) and all(isinstance(e, LogisticRegression) for e in model.estimators_) \
+            and len(model.estimators_) > 1:
+        return {"family": "ovr", "W": np.hstack([e.coef_.T for e in model.estimators_]).astype(np.float64),
+                "b": np.concatenate([e.intercept_ for e in model.estimators_]).astype(np.float64)}
+    return None
+
+
 @victims.register("sklearn", params=SklearnVictimParams)
 class SklearnVictim:
     """A scikit-learn classifier with predict_proba: trained here, or loaded from a trusted pickle/joblib file."""
@@ -60,6 +108,14 @@ class SklearnVictim:
     @staticmethod
     def needs_training_data(p: SklearnVictimParams) -> bool:
         return p.path is None
+
+    @staticmethod
+    def supports_output(p: SklearnVictimParams, mode: str) -> bool:
+        """Whether the API can serve ``mode``: the leaf mode needs a decision tree (a loaded file is checked
+        when it is loaded)."""
+        if mode == "leaf":
+            return p.path is not None or p.model in TREE_MODELS
+        return True
 
     @staticmethod
     def build(p: SklearnVictimParams, ctx: VictimContext) -> Victim:
@@ -79,7 +135,7 @@ class SklearnVictim:
             train = ctx.load_data("victim_train")
             if train.y is None:
                 raise ScenarioError("data.victim_train has no labels.", path="data.victim_train")
-            key = fingerprint({"kind": "sklearn", "params": p.model_dump(mode="json"),
+            key = fingerprint({"kind": "sklearn", "dtype": "float64", "params": p.model_dump(mode="json"),
                                "data": ctx.data_fingerprint("victim_train"), "seed": ctx.seed})
             entry = ctx.cache.path("victims", key)
             # Our own cache entries are written by this process from a fitted estimator: loading them is as
@@ -90,7 +146,9 @@ class SklearnVictim:
             else:
                 model = _estimator(p.model, p.model_params, ctx.seed)
                 start = time.perf_counter()
-                model.fit(train.x.reshape(len(train), -1), train.y)
+                # float64, as scikit-learn models are usually fitted: a model fitted on float32 data keeps float32
+                # parameters and computes its answers in float32, too coarse for exact equation solving.
+                model.fit(train.x.reshape(len(train), -1).astype(np.float64), train.y)
                 meta = {"train_seconds": round(time.perf_counter() - start, 3), "train_samples": len(train)}
                 info.update(meta, cached=False)
                 if p.cache:
@@ -101,8 +159,15 @@ class SklearnVictim:
         if not hasattr(model, "predict_proba"):
             raise ScenarioError(f"{type(model).__name__} has no predict_proba; stealcheck needs probabilities "
                                 "(for SVC set probability=True).")
+        from sklearn.tree import DecisionTreeClassifier
+
         nb_classes = len(model.classes_)
         classifier = SklearnClassifier(model=model, clip_values=tuple(p.input.range))
+        is_tree = isinstance(model, DecisionTreeClassifier)
+        if is_tree:
+            info.update(tree_leaves=int(model.get_n_leaves()), tree_depth=int(model.get_depth()))
         return Victim(classifier=classifier, nb_classes=nb_classes, input_shape=tuple(p.input.shape),
                       clip_values=tuple(p.input.range), description=f"sklearn {type(model).__name__}",
-                      thief_architecture="mlp", thief_arch_params={"hidden": [64]}, info=info)
+                      thief_architecture="mlp", thief_arch_params={"hidden": [64]}, info=info,
+                      leaf_ids=(lambda x: tree_node_ids(model, x)) if is_tree else None,
+                      parameters=linear_parameters(model))

@@ -169,6 +169,31 @@ for _name, _doc in (("fit_seconds", "Seconds to fit the detector (0 when loaded 
     _runner_written(_name, "detector", _doc)
 
 
+# Figures that Tramèr et al.'s attacks report for their extracted copies (``extra_metrics()``; the
+# runner writes them next to the standard metrics). Registered so that gates and `stealcheck list` know them.
+def _attack_reported(name: str, doc: str) -> None:
+    def metric(ev: ExtractionEval) -> float:
+        return float("nan")
+
+    metric.__doc__ = doc + " (reported by the attack)"
+    metric.__name__ = name
+    metrics.register(name, scope="extraction", computed_by_runner=True)(metric)
+
+
+for _name, _doc in (
+        ("unknowns", "Parameters of the extracted model family (Tramèr's 'unknowns')"),
+        ("queries_per_unknown", "Queries used as a multiple of the number of unknowns"),
+        ("param_max_abs_error", "Largest absolute difference between extracted and victim parameters "
+                                "(linear victims; softmax parameters centred over classes)"),
+        ("param_rel_error", "L2 norm of the parameter error over that of the victim's parameters (linear victims)"),
+        ("direction_cosine", "Cosine between the extracted and the victim's weight vectors (Lowd-Meek)"),
+        ("boundary_points", "Decision-boundary points found (Lowd-Meek)"),
+        ("leaves_found", "Distinct victim leaves the tree attack reached"),
+        ("extracted_leaves", "Leaves of the extracted tree (more than leaves_found when a leaf spans several regions)"),
+        ("queries_per_leaf", "Queries used per victim leaf found (tree attacks)")):
+    _attack_reported(_name, _doc)
+
+
 def metric_scope(name: str) -> str:
     return metrics.get(name).meta["scope"]
 

@@ -26,7 +26,7 @@ def apply_output_mode(probs: np.ndarray, mode: str, top_k: int = 1) -> np.ndarra
     the rest (not renormalised: that is what such APIs return).
     """
     probs = np.asarray(probs)
-    if mode == "probabilities":
+    if mode in ("probabilities", "leaf"):  # leaf: the probabilities too; the node id comes from query_leaves
         return probs
     if mode == "label":
         out = np.zeros_like(probs)
@@ -39,7 +39,7 @@ def apply_output_mode(probs: np.ndarray, mode: str, top_k: int = 1) -> np.ndarra
         rows = np.arange(len(probs))[:, None]
         out[rows, keep] = probs[rows, keep]
         return out
-    raise ValueError(f"unknown output mode {mode!r}; expected probabilities, top_k or label")
+    raise ValueError(f"unknown output mode {mode!r}; expected probabilities, top_k, label or leaf")
 
 
 @dataclass
@@ -104,7 +104,9 @@ class Oracle(BlackBoxClassifier):
                  nb_classes: int, clip_values: tuple[float, float], *,
                  postprocessors: Sequence[Callable[[np.ndarray], np.ndarray]] = (),
                  output_mode: str = "probabilities", top_k: int = 1, budget: int | None = None,
-                 record_inputs: bool = True, record_limit: int = 20000, client_id: str = "attacker"):
+                 record_inputs: bool = True, record_limit: int = 20000, client_id: str = "attacker",
+                 leaf_predict: Callable[[np.ndarray], np.ndarray] | None = None,
+                 reference_parameters: dict | None = None):
         super().__init__(predict_fn=self._answer, input_shape=tuple(input_shape), nb_classes=nb_classes,
                          clip_values=clip_values)
         self._victim_predict = victim_predict
@@ -116,6 +118,11 @@ class Oracle(BlackBoxClassifier):
         self.record_limit = record_limit  # data-free attacks send millions of inputs: keep the first ones
         self.client_id = client_id
         self.clients: dict[str, ClientRecord] = {}
+        if output_mode == "leaf" and leaf_predict is None:
+            raise ValueError("output mode 'leaf' needs a decision-tree victim (one that reports leaf ids)")
+        self.leaf_predict = leaf_predict  # tree victims: x -> node id (NaN features stop at their node)
+        # Evaluation only (parameter error of an extracted linear copy); attacks must not extract from it.
+        self.reference_parameters = reference_parameters
 
     # ART calls predict(x, batch_size=...) on a classifier.
     def predict(self, x: np.ndarray, batch_size: int = 128, client_id: str | None = None, **kwargs) -> np.ndarray:
@@ -157,6 +164,20 @@ class Oracle(BlackBoxClassifier):
 
     def _answer(self, x: np.ndarray) -> np.ndarray:
         return self._respond(x, self.client_id)[0]
+
+    def query_leaves(self, x: np.ndarray, client_id: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The leaf output mode (BigML's API): (node id, probabilities) per query, counted like ``predict``.
+
+        NaN features make an incomplete query: it stops at the first node splitting on a missing
+        feature, whose id is returned with NaN probabilities (only complete queries get an answer).
+        """
+        if self.output_mode != "leaf":
+            raise ValueError(f"leaf ids need the victim's output mode 'leaf'; this API serves '{self.output_mode}'")
+        x = np.asarray(x, dtype=np.float32)
+        missing = np.isnan(x).reshape(len(x), -1).any(axis=1)
+        probs = self.predict(np.nan_to_num(x, nan=0.0), client_id=client_id)  # counts (and refuses) every row
+        probs[missing] = np.nan
+        return np.asarray(self.leaf_predict(x), dtype=np.int64), probs
 
     @property
     def queries_used(self) -> int:

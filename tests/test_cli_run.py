@@ -33,7 +33,7 @@ FAILING_GATES = [
 
 def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
     """Results without wall-clock timings, in a canonical order, with numeric budget/seed."""
-    f = frame[frame["metric"] != "attack_seconds"].copy()
+    f = frame[~frame["metric"].isin(["attack_seconds", "latency_mean_ms", "latency_p95_ms"])].copy()
     f["attack"] = f["attack"].fillna("")
     for c in ("budget", "seed"):
         f[c] = pd.to_numeric(f[c], errors="coerce").fillna(-1)
@@ -110,7 +110,10 @@ def runs(tmp_path_factory):
 
 
 def _n_metrics(scope):
-    return sum(1 for i in registry.metrics.items() if i.meta["scope"] == scope)
+    """Rows per cell of ``scope``: computed metrics, plus attack_seconds for extraction cells."""
+    computed = sum(1 for i in registry.metrics.items()
+                   if i.meta["scope"] == scope and not i.meta.get("computed_by_runner"))
+    return computed + (1 if scope == "extraction" else 0)
 
 
 def test_run_exit_code_and_terminal_output(runs):
@@ -137,8 +140,9 @@ def test_results_csv_rows(runs):
     extraction = frame[frame["kind"] == "extraction"]
     utility = frame[frame["kind"] == "utility"]
     # 2 seeds x 2 defences x 2 attacks x 2 budgets, one row per extraction metric (timing included)
-    assert len(extraction) == 2 * 2 * 2 * 2 * _n_metrics("extraction")
-    assert len(utility) == 2 * _n_metrics("utility")
+    # and per service metric (answered share, latency) of the client.
+    assert len(extraction) == 2 * 2 * 2 * 2 * (_n_metrics("extraction") + 3)
+    assert len(utility) == 2 * (_n_metrics("utility") + 3)
     assert set(extraction["attack"]) == {"knockoff:strategy=random", "copycat"}
     assert set(extraction["defence"]) == {"none", "label_only"}
     assert set(extraction["budget"].astype(int)) == {50, 100}

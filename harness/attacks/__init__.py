@@ -1,3 +1,3 @@
 """Extraction attacks (ART's, wrapped, and our own ART-style ones); importing registers them."""
 
-from . import art_extraction, data_free, jbda  # noqa: F401  (registration side effects)
+from . import art_extraction, data_free, jbda, tramer, tramer_trees  # noqa: F401  (registration side effects)

@@ -1,0 +1,139 @@
+"""Tramèr et al.'s attacks against scikit-learn victims: a table shaped like the paper's.
+
+Victims are built by stealcheck's scikit-learn adapter from its bundled data (min-max scaled to
+[0, 1]): binary logistic regression on breast cancer (30 features), softmax / one-vs-rest logistic
+regression and a 20-unit relu MLP on the 8x8 digits (64 features, 10 classes), decision trees on
+wine and breast cancer. Every attack queries through stealcheck's Oracle (queries counted there).
+Columns: model, unknowns, queries, 1-R_test and 1-R_unif (total variation; for label-only copies
+the label agreement), the parameter error where the victim is linear, wall time, and the paper's
+numbers on Adult beside ours. About three minutes on one core (MLP fits are most of it).
+
+    python benchmarks/tramer.py [--skip-mlp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from art.defences.postprocessor import Rounded
+
+from stealcheck.adapters.data import SklearnTabularParams, sklearn_tabular
+from stealcheck.adapters.sklearn_victim import SklearnVictim, SklearnVictimParams
+from stealcheck.attacks.tramer import EquationSolving, LowdMeek, Retraining
+from stealcheck.attacks.tramer_trees import PathFinding
+from stealcheck.cache import Cache
+from stealcheck.datasets import DataContext
+from stealcheck.metrics import agreement, total_variation
+from stealcheck.oracle import Oracle
+from stealcheck.scenario import InputSpec
+from stealcheck.victim import VictimContext
+
+# The paper's Table 3 / 4 figures for Adult-trained models (1-R_test, 1-R_unif), from ALGORITHMS.md.
+PAPER = {("softmax", 0.5): "99.96 / 99.75", ("softmax", 1.0): "100 / 100",
+         ("mlp", 1.0): "98.68 / 97.23", ("mlp", 2.0): "99.89 / 99.82"}
+
+
+def build(name: str, model: str, d: int, cache: Cache, **model_params):
+    ctx = DataContext((d,), (0.0, 1.0), 0)
+    parts = {s: sklearn_tabular(SklearnTabularParams(name=name, split=s), ctx) for s in ("train", "test")}
+    params = SklearnVictimParams(model=model, model_params=model_params, input=InputSpec(shape=[d], range=(0, 1)))
+    vctx = VictimContext(load_data=lambda role: parts["train"], data_fingerprint=lambda role: name, cache=cache,
+                         seed=0, progress=False, base_dir=Path("."))
+    return SklearnVictim.build(params, vctx), parts["test"]
+
+
+def oracle(victim, output_mode: str = "probabilities", decimals: int | None = None) -> Oracle:
+    post = [Rounded(decimals=decimals)] if decimals else []
+    return Oracle(victim.predict_proba, victim.input_shape, victim.nb_classes, victim.clip_values,
+                  postprocessors=post, output_mode=output_mode, leaf_predict=victim.leaf_ids,
+                  reference_parameters=victim.parameters)
+
+
+def row(label, victim, test, copy, queries, seconds, unif, note="", labels_only=False, paper="-"):
+    v_test, v_unif = victim.predict_proba(test.x), victim.predict_proba(unif)
+    c_test, c_unif = copy.predict_proba(test.x), copy.predict_proba(unif)
+    if labels_only:  # a label-only copy has no confidences: 1 - R is label agreement
+        r_test, r_unif = agreement(c_test, v_test), agreement(c_unif, v_unif)
+    else:
+        r_test, r_unif = 1 - total_variation(c_test, v_test), 1 - total_variation(c_unif, v_unif)
+    m = copy.extra_metrics()
+    unknowns = int(m.get("unknowns", 0)) or "-"
+    err = m.get("param_max_abs_error")
+    if "leaves_found" in m:
+        note = f"leaves {int(m['leaves_found'])}/{victim.info.get('tree_leaves')}, " \
+               f"{m['queries_per_leaf']:.0f} q/leaf" + (f"; {note}" if note else "")
+    if "direction_cosine" in m:
+        note = f"cos(w, w^) = {m['direction_cosine']:.8f}" + (f"; {note}" if note else "")
+    print(f"| {label} | {unknowns} | {queries} | {100 * r_test:.2f} | {100 * r_unif:.2f} | "
+          f"{'-' if err is None else f'{err:.1e}'} | {seconds:.1f} | {paper} | {note} |", flush=True)
+
+
+def run_equation(label, victim, test, unif, family, multiples, decimals=None, **kw):
+    o = oracle(victim, decimals=decimals)
+    attack = EquationSolving(o, family=family, reference_parameters=victim.parameters, **kw)
+    unknowns = attack.model_.unknowns
+    budgets = [int(round(m * unknowns)) for m in multiples]
+    attack.checkpoints = budgets
+    start = time.perf_counter()
+    for (queries, copy), mult in zip(attack.iter_extract(), multiples):
+        assert o.queries_used == queries
+        row(f"{label} ({mult:g}x)", victim, test, copy, queries, time.perf_counter() - start, unif,
+            paper=PAPER.get((family, mult), "-") if not decimals else "-")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--skip-mlp", action="store_true", help="leave out the MLP (most of the time)")
+    args = ap.parse_args()
+    rng = np.random.default_rng(2016)
+    cache = Cache(tempfile.mkdtemp(prefix="tramer-bench-"))
+    print("| model | unknowns | queries | 1-R_test % | 1-R_unif % | max param err | time s | paper (Adult) | notes |")
+    print("|---|---|---|---|---|---|---|---|---|")
+
+    blr, test = build("breast_cancer", "logistic_regression", 30, cache)
+    unif = rng.uniform(size=(1000, 30))
+    run_equation("binary LR, breast cancer, basis design", blr, test, unif, "binary_lr", [1.0], query_design="basis")
+    run_equation("binary LR, uniform queries", blr, test, unif, "binary_lr", [1.0, 2.0])
+    for dec in (4, 3, 2):
+        run_equation(f"binary LR, basis, rounded to {dec}", blr, test, unif, "binary_lr", [1.0],
+                     decimals=dec, query_design="basis")
+    o = oracle(blr, output_mode="label")
+    start = time.perf_counter()
+    copy = LowdMeek(o, reference_parameters=blr.parameters).extract()
+    row("Lowd-Meek, binary LR (labels)", blr, test, copy, o.queries_used, time.perf_counter() - start, unif,
+        labels_only=True)
+    for strategy in ("uniform", "line_search", "adaptive"):
+        o = oracle(blr, output_mode="label")
+        start = time.perf_counter()
+        copy = Retraining(o, strategy=strategy, family="binary_lr", use_probability=False,
+                          checkpoints=[651]).extract()
+        row(f"retraining {strategy}, binary LR (labels)", blr, test, copy, o.queries_used,
+            time.perf_counter() - start, unif, labels_only=True)
+
+    unif = rng.uniform(size=(1000, 64))
+    softmax, test = build("digits", "logistic_regression", 64, cache)
+    run_equation("softmax LR, digits", softmax, test, unif, "softmax", [0.5, 1.0])
+    for dec in (4, 3, 2):
+        run_equation(f"softmax LR, rounded to {dec}", softmax, test, unif, "softmax", [1.0], decimals=dec)
+    ovr, test = build("digits", "logistic_regression_ovr", 64, cache)
+    run_equation("OvR LR, digits", ovr, test, unif, "ovr", [0.5, 1.0])
+    if not args.skip_mlp:
+        mlp, test = build("digits", "mlp", 64, cache)
+        run_equation("MLP 20 relu, digits", mlp, test, unif, "mlp", [1.0, 2.0], hidden=20, activation="relu")
+
+    for name, d in (("wine", 13), ("breast_cancer", 30)):
+        tree, test = build(name, "decision_tree", d, cache)
+        unif = rng.uniform(size=(1000, d))
+        for variant in ("path", "top_down"):
+            o = oracle(tree, output_mode="leaf")
+            start = time.perf_counter()
+            copy = PathFinding(o, variant=variant, eps=1e-4).extract()
+            row(f"tree {name}, {variant}", tree, test, copy, o.queries_used, time.perf_counter() - start, unif)
+
+
+if __name__ == "__main__":
+    main()

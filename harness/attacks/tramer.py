@@ -1,0 +1,648 @@
+"""Tramèr et al.'s attacks on simple models behind a prediction API (USENIX Security 2016).
+
+* :class:`EquationSolving` (plugin ``equation_solving``): binary logistic regression solved exactly
+  from d + 1 queries (log p1/p0 = w.x + b is linear); softmax, one-vs-rest logistic regression and
+  a one-hidden-layer MLP fitted to the returned probabilities by minimising cross-entropy
+  (L-BFGS-B, tiny L2). Queries are uniform in the feature box.
+* :class:`LowdMeek` (plugin ``lowd_meek``): label-only attack on a binary linear classifier: sign
+  witnesses, then binary search for boundary points, then the hyperplane through them.
+* :class:`Retraining` (plugin ``retraining``): uniform, line-search or adaptive retraining of a
+  model of a chosen family on the victim's probabilities or labels; works against any victim.
+
+Decision-tree path finding is in :mod:`.tramer_trees`. All attacks are ART ``ExtractionAttack``s;
+they only call ``estimator.predict`` (and ``query_leaves`` for trees), so every query is counted
+by stealcheck's oracle. Extracted models are :class:`~.tramer_models.ExtractedClassifier`s.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Literal, Sequence
+
+import numpy as np
+from art.attacks.attack import ExtractionAttack
+from art.estimators.classification.classifier import ClassifierMixin
+from art.estimators.estimator import BaseEstimator
+from pydantic import BaseModel, ConfigDict, Field
+
+from stealcheck.registry import attacks
+
+from .base import AttackContext
+from .tramer_models import (ACTIVATIONS, FAMILIES, ExtractedClassifier, ModelFamily, fit_cross_entropy,
+                            solve_binary_logit)
+
+__all__ = ["FeatureBox", "EquationSolving", "LowdMeek", "Retraining", "parameter_error", "check_feature_box"]
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+class FeatureBox:
+    """The region queries are drawn from: per-feature [low, high] on flat inputs of dimension d."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray):
+        self.low = np.asarray(low, dtype=np.float64)
+        self.high = np.asarray(high, dtype=np.float64)
+
+    @classmethod
+    def resolve(cls, box: Sequence[Sequence[float]] | None, d: int, clip_values) -> "FeatureBox":
+        """``None`` = the victim's input range; one [low, high] pair for every feature; or one pair per feature."""
+        if box is None:
+            if clip_values is None:
+                raise ValueError("the victim declares no input range; give a feature_box")
+            lo, hi = float(np.min(clip_values[0])), float(np.max(clip_values[1]))
+            return cls(np.full(d, lo), np.full(d, hi))
+        pairs = np.asarray(box, dtype=np.float64).reshape(-1, 2)
+        if len(pairs) == 1:
+            pairs = np.repeat(pairs, d, axis=0)
+        if len(pairs) != d:
+            raise ValueError(f"The 'feature_box' has {len(pairs)} [low, high] pairs; the victim's input has {d} "
+                             "features.")
+        if np.any(pairs[:, 0] >= pairs[:, 1]):
+            raise ValueError(f"The 'feature_box' needs low < high for every feature. Got {pairs.tolist()} instead.")
+        return cls(pairs[:, 0], pairs[:, 1])
+
+    @property
+    def d(self) -> int:
+        return len(self.low)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(self.low, self.high, size=(n, self.d))
+
+    def basis(self) -> np.ndarray:
+        """d + 1 best-conditioned points: the low corner, then one step across the box along each axis."""
+        return np.vstack([self.low, self.low + np.diag(self.high - self.low)])
+
+
+def check_feature_box(box: Sequence[Sequence[float]] | None, victim) -> str | None:
+    """Validation (``stealcheck validate``): the box must have 1 or d pairs inside the victim's input range."""
+    if box is None:
+        return None
+    spec = getattr(victim.params, "input", None)
+    if spec is None:
+        return None
+    d = int(np.prod(spec.shape))
+    lo, hi = spec.range
+    if len(box) not in (1, d):
+        return (f"feature_box has {len(box)} [low, high] pairs but the victim's input has {d} features "
+                f"(shape {list(spec.shape)}); give one pair for every feature, or exactly {d}.")
+    for j, (a, b) in enumerate(box):
+        if not a < b:
+            return f"feature_box[{j}] = [{a}, {b}] needs low < high."
+        if a < lo or b > hi:
+            return (f"feature_box[{j}] = [{a}, {b}] lies outside the victim's input range [{lo}, {hi}], which the "
+                    "data are scaled to; queries there are not valid inputs.")
+    return None
+
+
+def parameter_error(family: ModelFamily, theta: np.ndarray, reference: dict | None) -> dict[str, float]:
+    """Max and relative error of extracted linear parameters vs the victim's (evaluation only).
+
+    Softmax parameters are identifiable only up to a shift shared by all classes: both sides are
+    centred over classes first. Empty when the victim is not of the same linear family.
+    """
+    if not reference or family.kind == "mlp" or reference.get("family") != family.kind:
+        return {}
+    w_hat, b_hat = family.unpack(theta)
+    w, b = np.asarray(reference["W"]), np.asarray(reference["b"])
+    if w.shape != w_hat.shape:
+        return {}
+    if family.kind == "softmax":
+        w, w_hat = w - w.mean(axis=1, keepdims=True), w_hat - w_hat.mean(axis=1, keepdims=True)
+        b, b_hat = b - b.mean(), b_hat - b_hat.mean()
+    true = np.concatenate([w.ravel(), b.ravel()])
+    got = np.concatenate([w_hat.ravel(), b_hat.ravel()])
+    return {"param_max_abs_error": float(np.max(np.abs(true - got))),
+            "param_rel_error": float(np.linalg.norm(true - got) / max(np.linalg.norm(true), 1e-300))}
+
+
+def _check_positive_int(owner: str, name: str, value) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"The '{name}' parameter of {owner} must be a positive integer. Got {value!r} instead.")
+
+
+def _check_checkpoints(owner: str, checkpoints: list[int]) -> None:
+    if not checkpoints or any(not isinstance(c, (int, np.integer)) or c <= 0 for c in checkpoints):
+        raise ValueError(f"The 'checkpoints' parameter of {owner} must be a non-empty list of positive integers. "
+                         f"Got {checkpoints!r} instead.")
+
+
+def _flat_dim(estimator) -> int:
+    return int(np.prod(estimator.input_shape))
+
+
+# ---------------------------------------------------------------- equation solving
+
+
+class EquationSolving(ExtractionAttack):
+    """Tramèr et al.'s equation-solving attack on models that return class probabilities.
+
+    ``binary_lr``: each answer gives one linear equation log(f1(x) / f0(x)) = w.x + b, so d + 1
+    queries in general position recover (w, b) exactly (least squares beyond). ``softmax``, ``ovr``
+    and ``mlp``: the extracted model minimises the mean cross-entropy between the answers and its
+    own probabilities, plus ``l2``/2 times its squared weights (L-BFGS-B; strongly convex for the
+    linear families). Queries are drawn uniformly from the feature box (``query_design="basis"``
+    starts with the d + 1 best-conditioned points instead: the box's low corner and one step along
+    each axis, which keeps the exact solution exact despite float32 answers); at each checkpoint b the
+    model is fitted on the first b answers (warm-started from the previous fit). The attacker is
+    assumed to know the model family (and, for the mlp, the hidden width and activation), as in
+    the paper.
+    """
+
+    attack_params = ExtractionAttack.attack_params + [
+        "family", "hidden", "activation", "l2", "max_iter", "restarts", "feature_box", "query_design", "checkpoints",
+        "seed", "batch_size_query"]
+    _estimator_requirements = (BaseEstimator, ClassifierMixin)
+
+    def __init__(self, classifier, family: str = "softmax", hidden: int = 20, activation: str = "relu",
+                 l2: float = 1e-8, max_iter: int = 5000, restarts: int = 1,
+                 feature_box: Sequence[Sequence[float]] | None = None, query_design: str = "uniform",
+                 checkpoints: list[int] | None = None, seed: int = 0, batch_size_query: int = 1024,
+                 reference_parameters: dict | None = None) -> None:
+        super().__init__(estimator=classifier)
+        self.family = family
+        self.hidden = hidden
+        self.activation = activation
+        self.l2 = l2
+        self.max_iter = max_iter
+        self.restarts = restarts
+        self.feature_box = feature_box
+        self.query_design = query_design
+        self.checkpoints = sorted(checkpoints) if checkpoints else None
+        self.seed = seed
+        self.batch_size_query = batch_size_query
+        self.reference_parameters = reference_parameters  # evaluation only: parameter error of the copy
+        self._check_params()
+        self.model_ = ModelFamily(family, _flat_dim(classifier), classifier.nb_classes,
+                                  hidden if family == "mlp" else 0, activation)
+        self.box_ = FeatureBox.resolve(feature_box, self.model_.d, classifier.clip_values)
+
+    def _check_params(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"The 'family' parameter of EquationSolving must be one of {', '.join(FAMILIES)}. "
+                             f"Got {self.family!r} instead.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"The 'activation' parameter of EquationSolving must be one of "
+                             f"{', '.join(ACTIVATIONS)}. Got {self.activation!r} instead.")
+        for name in ("hidden", "max_iter", "restarts", "batch_size_query"):
+            _check_positive_int("EquationSolving", name, getattr(self, name))
+        if self.query_design not in ("uniform", "basis"):
+            raise ValueError(f"The 'query_design' parameter of EquationSolving must be 'uniform' or 'basis'. "
+                             f"Got {self.query_design!r} instead.")
+        if not (isinstance(self.l2, (int, float)) and self.l2 >= 0):
+            raise ValueError(f"The 'l2' parameter of EquationSolving must be a non-negative number. "
+                             f"Got {self.l2!r} instead.")
+        if self.checkpoints is not None:
+            _check_checkpoints("EquationSolving", self.checkpoints)
+        if self.family == "binary_lr" and self.estimator.nb_classes != 2:
+            raise ValueError(f"The 'binary_lr' family of EquationSolving needs a victim with 2 classes; this one "
+                             f"has {self.estimator.nb_classes}. Use softmax, ovr or mlp.")
+
+    def fit_answers(self, x: np.ndarray, answers: np.ndarray, theta0: np.ndarray | None = None) -> np.ndarray:
+        """The extracted parameters from queries ``x`` (n x d) and the victim's answers."""
+        if self.family == "binary_lr":
+            w, b = solve_binary_logit(x, answers)
+            return np.concatenate([w, [b]])
+        return fit_cross_entropy(self.model_, x, answers, l2=self.l2, theta0=theta0, max_iter=self.max_iter,
+                                 restarts=self.restarts, seed=self.seed)[0]
+
+    def as_classifier(self, theta: np.ndarray, queries: int) -> ExtractedClassifier:
+        """The extracted model as an ART classifier, with its figures (unknowns, parameter error)."""
+        family = self.model_
+        metrics = {"unknowns": float(family.unknowns), "queries_per_unknown": queries / family.unknowns,
+                   **parameter_error(family, theta, self.reference_parameters)}
+        return ExtractedClassifier(lambda x: family.proba(theta, x), self.estimator.input_shape, family.c,
+                                   self.estimator.clip_values, metrics, description=f"equation solving ({family.kind})")
+
+    def _ask(self, x: np.ndarray) -> np.ndarray:
+        shaped = x.reshape(len(x), *self.estimator.input_shape).astype(np.float32)
+        # the answer is to the float32 input actually sent: fit on exactly that
+        return np.asarray(self.estimator.predict(shaped, batch_size=self.batch_size_query), dtype=np.float64)
+
+    def iter_extract(self) -> Iterator[tuple[int, ExtractedClassifier]]:
+        """Query uniformly in the box; yield (queries, extracted model) at every checkpoint."""
+        checkpoints = self.checkpoints or [self.model_.unknowns]
+        rng = np.random.default_rng(self.seed)
+        x_all = self.box_.sample(max(checkpoints), rng)
+        if self.query_design == "basis":
+            x_all = np.vstack([self.box_.basis(), x_all])[:max(checkpoints)]
+        x_all = x_all.astype(np.float32).astype(np.float64)
+        answers: list[np.ndarray] = []
+        theta = None
+        for b in checkpoints:
+            have = sum(len(a) for a in answers)
+            if b > have:
+                answers.append(self._ask(x_all[have:b]))
+            theta = self.fit_answers(x_all[:b], np.concatenate(answers), theta0=theta)
+            yield b, self.as_classifier(theta, b)
+
+    def extract(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> ExtractedClassifier:
+        """Query the victim on ``x`` (``y`` unused) and solve for the model."""
+        x = np.asarray(x, dtype=np.float32).reshape(len(x), -1).astype(np.float64)
+        return self.as_classifier(self.fit_answers(x, self._ask(x)), len(x))
+
+
+# ---------------------------------------------------------------- Lowd-Meek
+
+
+class LowdMeek(ExtractionAttack):
+    """Lowd and Meek's label-only attack on a binary linear classifier, as Tramèr et al. run it.
+
+    Random points in the box are labelled until both classes are seen; each becomes a *sign
+    witness* paired with a point of the other class. A binary search on the segment between the
+    two finds a point on the decision boundary to relative precision ``eps`` (about log2(1/eps)
+    queries). The hyperplane through ``nb_boundary`` such points (least squares: the smallest
+    singular vector of [X, 1]) is the extracted boundary, oriented by a witness. The copy answers
+    labels only (one-hot): nothing in a label reveals the victim's scale.
+    """
+
+    attack_params = ExtractionAttack.attack_params + ["eps", "nb_boundary", "feature_box", "seed", "checkpoints"]
+    _estimator_requirements = (BaseEstimator, ClassifierMixin)
+
+    def __init__(self, classifier, eps: float = 1e-6, nb_boundary: int | None = None,
+                 feature_box: Sequence[Sequence[float]] | None = None, seed: int = 0,
+                 checkpoints: list[int] | None = None, reference_parameters: dict | None = None) -> None:
+        super().__init__(estimator=classifier)
+        self.eps = eps
+        self.nb_boundary = nb_boundary
+        self.feature_box = feature_box
+        self.seed = seed
+        self.checkpoints = sorted(checkpoints) if checkpoints else None
+        self.reference_parameters = reference_parameters
+        self._check_params()
+        self.box_ = FeatureBox.resolve(feature_box, _flat_dim(classifier), classifier.clip_values)
+
+    def _check_params(self) -> None:
+        if not (isinstance(self.eps, float) and 0 < self.eps < 0.5):
+            raise ValueError(f"The 'eps' parameter of LowdMeek must be a float in (0, 0.5). Got {self.eps!r} instead.")
+        if self.nb_boundary is not None:
+            _check_positive_int("LowdMeek", "nb_boundary", self.nb_boundary)
+        if self.checkpoints is not None:
+            _check_checkpoints("LowdMeek", self.checkpoints)
+        if self.estimator.nb_classes != 2:
+            raise ValueError(f"LowdMeek attacks binary linear classifiers; this victim has "
+                             f"{self.estimator.nb_classes} classes.")
+
+    @property
+    def steps(self) -> int:
+        """Binary-search steps per boundary point."""
+        return int(math.ceil(math.log2(1.0 / self.eps)))
+
+    def _labels(self, x: np.ndarray) -> np.ndarray:
+        shaped = x.reshape(len(x), *self.estimator.input_shape).astype(np.float32)
+        return np.argmax(self.estimator.predict(shaped), axis=1)
+
+    def _copy(self, w: np.ndarray, b: float, queries: int, points: int) -> ExtractedClassifier:
+        def proba(x: np.ndarray) -> np.ndarray:
+            positive = (x @ w + b) > 0
+            return np.stack([~positive, positive], axis=1).astype(np.float64)
+
+        metrics = {"unknowns": float(len(w) + 1), "queries_per_unknown": queries / (len(w) + 1),
+                   "boundary_points": float(points)}
+        ref = self.reference_parameters
+        if ref and ref.get("family") == "binary_lr" and norm(w) > 0:
+            w_true = np.asarray(ref["W"]).ravel()
+            metrics["direction_cosine"] = float(w @ w_true / (norm(w) * norm(w_true)))
+        return ExtractedClassifier(proba, self.estimator.input_shape, 2, self.estimator.clip_values, metrics,
+                                   description="Lowd-Meek")
+
+    def iter_extract(self) -> Iterator[tuple[int, ExtractedClassifier]]:
+        """Yield (queries, copy) at every checkpoint; the copy uses the boundary points found so far.
+
+        Each checkpoint's budget is spent on complete boundary searches (witness + ``steps``
+        queries); the attack stops when ``nb_boundary`` points are found.
+        """
+        d = self.box_.d
+        target = self.nb_boundary or d + 1
+        checkpoints = self.checkpoints or [target * (self.steps + 1)]
+        rng = np.random.default_rng(self.seed)
+        used = 0
+        witnesses: list[np.ndarray] = []
+        labels: list[int] = []
+        boundary: list[np.ndarray] = []
+        anchor: dict[int, np.ndarray] = {}  # one known point of each class
+        w, b = np.zeros(d), 0.0
+        for budget in checkpoints:
+            while len(boundary) < target and used < budget:
+                # sign witnesses: random points until both classes have been seen
+                if len(anchor) < 2:
+                    x = self.box_.sample(1, rng)
+                    y = int(self._labels(x)[0])
+                    used += 1
+                    anchor.setdefault(y, x[0])
+                    witnesses.append(x[0])
+                    labels.append(y)
+                    continue
+                pending = [(x, y) for x, y in zip(witnesses, labels)]
+                witnesses, labels = [], []
+                if not pending:
+                    x = self.box_.sample(1, rng)
+                    pending = [(x[0], int(self._labels(x)[0]))]
+                    used += 1
+                n = min(len(pending), target - len(boundary), (budget - used) // self.steps)
+                if n <= 0:
+                    witnesses, labels = [p[0] for p in pending], [p[1] for p in pending]
+                    break
+                pos = np.stack([p[0] if p[1] == 1 else anchor[1] for p in pending[:n]])
+                neg = np.stack([p[0] if p[1] == 0 else anchor[0] for p in pending[:n]])
+                witnesses, labels = [p[0] for p in pending[n:]], [p[1] for p in pending[n:]]
+                lo, hi = np.zeros(n), np.ones(n)  # t: 0 = positive end, 1 = negative end
+                for _ in range(self.steps):  # the n searches run in parallel, one batch per step
+                    mid = (lo + hi) / 2
+                    positive = self._labels(pos + mid[:, None] * (neg - pos)) == 1
+                    used += n
+                    lo, hi = np.where(positive, mid, lo), np.where(positive, hi, mid)
+                t = (lo + hi) / 2
+                boundary.extend(pos + t[:, None] * (neg - pos))
+            if len(boundary) >= 2:
+                a = np.hstack([np.stack(boundary), np.ones((len(boundary), 1))])
+                v = np.linalg.svd(a)[2][-1]
+                w, b = v[:-1], float(v[-1])
+                if anchor.get(1) is not None and anchor[1] @ w + b < 0:
+                    w, b = -w, -b
+            yield budget, self._copy(w, b, used, len(boundary))
+
+    def extract(self, x: np.ndarray | None = None, y: np.ndarray | None = None, **kwargs) -> ExtractedClassifier:
+        """Run the attack to the end (``x`` and ``y`` unused: the attack makes its own queries)."""
+        out = None
+        for _, out in self.iter_extract():
+            pass
+        return out
+
+
+def norm(v: np.ndarray) -> float:
+    return float(np.linalg.norm(v))
+
+
+# ---------------------------------------------------------------- retraining
+
+STRATEGIES = ("uniform", "line_search", "adaptive")
+
+
+class Retraining(ExtractionAttack):
+    """Retraining attacks (Tramèr et al. §6): fit a model of a chosen family to the victim's answers.
+
+    * ``uniform``: all queries uniform in the feature box;
+    * ``line_search``: ``uniform_share`` of the budget uniform, the rest spent on parallel binary
+      searches (``search_steps`` each) between random pairs of queried points the victim labels
+      differently, so that queries gather near its decision boundaries;
+    * ``adaptive``: in rounds of ``round_size`` queries; after a uniform first round, each round
+      spends ``uniform_share`` uniform and the rest on the candidates (``candidates`` x as many,
+      drawn uniformly, never sent) where the current copy is least certain (smallest margin between
+      its two most likely classes); the copy is refitted after every round.
+
+    The copy minimises cross-entropy to the answers (probabilities, or one-hot labels when
+    ``use_probability`` is false or the API serves labels) plus ``l2``/2 times its squared weights.
+    """
+
+    attack_params = ExtractionAttack.attack_params + [
+        "strategy", "family", "hidden", "activation", "l2", "max_iter", "use_probability", "uniform_share",
+        "round_size", "candidates", "search_steps", "feature_box", "seed", "checkpoints"]
+    _estimator_requirements = (BaseEstimator, ClassifierMixin)
+
+    def __init__(self, classifier, strategy: str = "adaptive", family: str = "softmax", hidden: int = 20,
+                 activation: str = "relu", l2: float = 1e-4, max_iter: int = 1000, use_probability: bool = True,
+                 uniform_share: float = 0.25, round_size: int = 100, candidates: int = 10, search_steps: int = 8,
+                 feature_box: Sequence[Sequence[float]] | None = None, seed: int = 0,
+                 checkpoints: list[int] | None = None) -> None:
+        super().__init__(estimator=classifier)
+        self.strategy = strategy
+        self.family = family
+        self.hidden = hidden
+        self.activation = activation
+        self.l2 = l2
+        self.max_iter = max_iter
+        self.use_probability = use_probability
+        self.uniform_share = uniform_share
+        self.round_size = round_size
+        self.candidates = candidates
+        self.search_steps = search_steps
+        self.feature_box = feature_box
+        self.seed = seed
+        self.checkpoints = sorted(checkpoints) if checkpoints else [1000]
+        self._check_params()
+        self.model_ = ModelFamily(family, _flat_dim(classifier), classifier.nb_classes,
+                                  hidden if family == "mlp" else 0, activation)
+        self.box_ = FeatureBox.resolve(feature_box, self.model_.d, classifier.clip_values)
+
+    def _check_params(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"The 'strategy' parameter of Retraining must be one of {', '.join(STRATEGIES)}. "
+                             f"Got {self.strategy!r} instead.")
+        if self.family not in FAMILIES:
+            raise ValueError(f"The 'family' parameter of Retraining must be one of {', '.join(FAMILIES)}. "
+                             f"Got {self.family!r} instead.")
+        for name in ("hidden", "max_iter", "round_size", "candidates", "search_steps"):
+            _check_positive_int("Retraining", name, getattr(self, name))
+        if not 0 <= self.uniform_share <= 1:
+            raise ValueError(f"The 'uniform_share' parameter of Retraining must lie in [0, 1]. "
+                             f"Got {self.uniform_share!r} instead.")
+        if not self.l2 >= 0:
+            raise ValueError(f"The 'l2' parameter of Retraining must be non-negative. Got {self.l2!r} instead.")
+        _check_checkpoints("Retraining", self.checkpoints)
+
+    def _ask(self, x: np.ndarray) -> np.ndarray:
+        shaped = x.reshape(len(x), *self.estimator.input_shape).astype(np.float32)
+        out = np.asarray(self.estimator.predict(shaped), dtype=np.float64)
+        if self.use_probability:
+            return out
+        return np.eye(out.shape[1])[np.argmax(out, axis=1)]
+
+    def _copy(self, theta: np.ndarray, queries: int) -> ExtractedClassifier:
+        family = self.model_
+        metrics = {"unknowns": float(family.unknowns), "queries_per_unknown": queries / family.unknowns}
+        return ExtractedClassifier(lambda x: family.proba(theta, x), self.estimator.input_shape, family.c,
+                                   self.estimator.clip_values, metrics, description=f"retraining ({self.strategy})")
+
+    def _line_search_points(self, x: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator
+                            ) -> tuple[np.ndarray, np.ndarray]:
+        """Spend ``n`` queries on binary searches between differently-labelled pairs of (x, y)."""
+        labels = np.argmax(y, axis=1)
+        xs, ys = [], []
+        while n > 0:
+            pairs = max(1, min(n // self.search_steps, 256))
+            i = rng.integers(len(x), size=4 * pairs)
+            j = rng.integers(len(x), size=4 * pairs)
+            differ = labels[i] != labels[j]
+            if not differ.any():  # one class seen so far: uniform queries instead
+                new = self.box_.sample(n, rng)
+                xs.append(new)
+                ys.append(self._ask(new))
+                break
+            a, b = x[i[differ][:pairs]], x[j[differ][:pairs]]
+            la = labels[i[differ][:pairs]]
+            lo, hi = np.zeros(len(a)), np.ones(len(a))
+            for _ in range(min(self.search_steps, n // len(a)) or 1):
+                take = min(len(a), n)
+                mid = (lo[:take] + hi[:take]) / 2
+                pts = a[:take] + mid[:, None] * (b[:take] - a[:take])
+                ans = self._ask(pts)
+                xs.append(pts)
+                ys.append(ans)
+                n -= take
+                same = np.argmax(ans, axis=1) == la[:take]
+                lo[:take], hi[:take] = np.where(same, mid, lo[:take]), np.where(same, hi[:take], mid)
+                if n <= 0:
+                    break
+        return np.concatenate(xs), np.concatenate(ys)
+
+    def iter_extract(self) -> Iterator[tuple[int, ExtractedClassifier]]:
+        """Query, refit, and yield (queries, copy) at every checkpoint."""
+        rng = np.random.default_rng(self.seed)
+        xs: list[np.ndarray] = []
+        ys: list[np.ndarray] = []
+        theta = None
+        used = 0
+
+        def add(x: np.ndarray, y: np.ndarray | None = None) -> None:
+            nonlocal used
+            xs.append(x)
+            ys.append(self._ask(x) if y is None else y)
+            used += len(x)
+
+        def refit() -> None:
+            nonlocal theta
+            theta = fit_cross_entropy(self.model_, np.concatenate(xs), np.concatenate(ys), l2=self.l2,
+                                      theta0=theta, max_iter=self.max_iter, seed=self.seed)[0]
+
+        for budget in self.checkpoints:
+            if self.strategy == "uniform":
+                if budget > used:
+                    add(self.box_.sample(budget - used, rng))
+            elif self.strategy == "line_search":
+                # of each checkpoint's new queries, uniform_share uniform, the rest on boundary searches
+                n_new = budget - used
+                n_unif = min(n_new, max(2 if not xs else 0, int(round(self.uniform_share * n_new))))
+                if n_unif:
+                    add(self.box_.sample(n_unif, rng))
+                if budget > used:
+                    add(*self._line_search_points(np.concatenate(xs), np.concatenate(ys), budget - used, rng))
+            else:  # adaptive
+                while used < budget:
+                    n = min(self.round_size, budget - used)
+                    if theta is None:
+                        add(self.box_.sample(n, rng))
+                    else:
+                        n_unif = int(round(self.uniform_share * n))
+                        pool = self.box_.sample(self.candidates * (n - n_unif), rng)
+                        p = self.model_.proba(theta, pool)
+                        top2 = np.sort(p, axis=1)[:, -2:]
+                        uncertain = pool[np.argsort(top2[:, 1] - top2[:, 0])[: n - n_unif]]
+                        add(np.concatenate([uncertain, self.box_.sample(n_unif, rng)]))
+                    if used < budget:
+                        refit()
+            refit()
+            yield budget, self._copy(theta, used)
+
+    def extract(self, x: np.ndarray | None = None, y: np.ndarray | None = None, **kwargs) -> ExtractedClassifier:
+        """Run to the last checkpoint (``x``, ``y`` unused)."""
+        out = None
+        for _, out in self.iter_extract():
+            pass
+        return out
+
+
+# ---------------------------------------------------------------- plugins
+
+FeatureBoxField = Field(None, description="region queries are drawn from: null = the victim's input range; one "
+                        "[low, high] pair for every feature; or one pair per feature")
+
+
+class EquationSolvingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: Literal["binary_lr", "softmax", "ovr", "mlp"] = Field(
+        "softmax", description="the victim's model family, which the attacker knows: binary_lr (solved exactly), "
+        "softmax or ovr logistic regression, or a one-hidden-layer mlp")
+    hidden: int = Field(20, gt=0, description="mlp: hidden units (the victim's)")
+    activation: Literal["relu", "tanh", "logistic"] = Field("relu", description="mlp: hidden activation (the victim's)")
+    l2: float = Field(1e-8, ge=0, description="L2 penalty on the weights of the fitted model (tiny: makes the "
+                      "loss strongly convex without biasing the solution)")
+    max_iter: int = Field(5000, gt=0, description="L-BFGS-B iterations per fit")
+    restarts: int = Field(1, gt=0, description="mlp: random restarts, the lowest loss is kept")
+    query_design: Literal["uniform", "basis"] = Field(
+        "uniform", description="uniform: every query uniform in the box (the paper); basis: first the box's low "
+        "corner and one step along each axis (best conditioned for the exact binary solve), then uniform")
+    feature_box: list[tuple[float, float]] | None = FeatureBoxField
+
+
+def _reference(ctx: AttackContext) -> dict | None:
+    # Evaluation only: the parameter error of the copy. The attack itself never reads it.
+    return getattr(ctx.oracle, "reference_parameters", None)
+
+
+@attacks.register("equation_solving", params=EquationSolvingParams, uses_pool=False,
+                  needs_output=lambda p: "probabilities",
+                  check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
+class EquationSolvingAttack:
+    """Tramèr et al.'s equation solving: exact binary LR from d+1 queries; softmax/OvR LR and MLP by cross-entropy fit."""
+
+    def __init__(self, params: EquationSolvingParams):
+        self.params = params
+
+    def run(self, ctx: AttackContext) -> Iterator[tuple[int, ExtractedClassifier]]:
+        p = self.params
+        attack = EquationSolving(ctx.oracle, family=p.model, hidden=p.hidden, activation=p.activation, l2=p.l2,
+                                 max_iter=p.max_iter, restarts=p.restarts, feature_box=p.feature_box,
+                                 query_design=p.query_design, checkpoints=ctx.budgets, seed=ctx.seed, reference_parameters=_reference(ctx))
+        yield from attack.iter_extract()
+
+
+class LowdMeekParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    eps: float = Field(1e-6, gt=0, lt=0.5, description="binary-search precision along each witness segment "
+                       "(log2(1/eps) queries per boundary point)")
+    nb_boundary: int | None = Field(None, gt=0, description="boundary points to find; null = d + 1 (more: least squares)")
+    feature_box: list[tuple[float, float]] | None = FeatureBoxField
+
+
+@attacks.register("lowd_meek", params=LowdMeekParams, uses_pool=False, needs_output=lambda p: None,
+                  check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
+class LowdMeekAttack:
+    """Lowd-Meek label-only attack on binary linear classifiers: sign witnesses and boundary binary searches."""
+
+    def __init__(self, params: LowdMeekParams):
+        self.params = params
+
+    def run(self, ctx: AttackContext) -> Iterator[tuple[int, ExtractedClassifier]]:
+        p = self.params
+        attack = LowdMeek(ctx.oracle, eps=p.eps, nb_boundary=p.nb_boundary, feature_box=p.feature_box,
+                          seed=ctx.seed, checkpoints=ctx.budgets, reference_parameters=_reference(ctx))
+        yield from attack.iter_extract()
+
+
+class RetrainingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    strategy: Literal["uniform", "line_search", "adaptive"] = Field(
+        "adaptive", description="where queries go: uniform in the box, line searches between differently "
+        "labelled points, or adaptive rounds where the copy is least certain")
+    model: Literal["binary_lr", "softmax", "ovr", "mlp"] = Field("softmax", description="family of the copy")
+    hidden: int = Field(20, gt=0, description="mlp: hidden units")
+    activation: Literal["relu", "tanh", "logistic"] = Field("relu", description="mlp: hidden activation")
+    l2: float = Field(1e-4, ge=0, description="L2 penalty on the copy's weights (keeps label-only fits finite)")
+    max_iter: int = Field(1000, gt=0, description="L-BFGS-B iterations per refit")
+    use_probability: bool = Field(True, description="fit the served probabilities; false = the top-1 labels only")
+    uniform_share: float = Field(0.25, ge=0, le=1, description="share of uniform queries (line_search: of the "
+                                 "budget; adaptive: of each round after the first)")
+    round_size: int = Field(100, gt=0, description="adaptive: queries per round (refit after each)")
+    candidates: int = Field(10, gt=0, description="adaptive: unsent uniform candidates per chosen query")
+    search_steps: int = Field(8, gt=0, description="line_search: binary-search steps per pair")
+    feature_box: list[tuple[float, float]] | None = FeatureBoxField
+
+
+@attacks.register("retraining", params=RetrainingParams, uses_pool=False,
+                  needs_output=lambda p: "probabilities" if p.use_probability else None,
+                  check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
+class RetrainingAttack:
+    """Tramèr et al.'s retraining (uniform, line-search, adaptive) on probabilities or labels, for any victim."""
+
+    def __init__(self, params: RetrainingParams):
+        self.params = params
+
+    def run(self, ctx: AttackContext) -> Iterator[tuple[int, ExtractedClassifier]]:
+        p = self.params
+        attack = Retraining(ctx.oracle, strategy=p.strategy, family=p.model, hidden=p.hidden, activation=p.activation,
+                            l2=p.l2, max_iter=p.max_iter, use_probability=p.use_probability,
+                            uniform_share=p.uniform_share, round_size=p.round_size, candidates=p.candidates,
+                            search_steps=p.search_steps, feature_box=p.feature_box, seed=ctx.seed,
+                            checkpoints=ctx.budgets)
+        yield from attack.iter_extract()

@@ -1,0 +1,279 @@
+"""Tramèr et al.'s attacks: equation solving, path finding, Lowd-Meek, retraining; the leaf output
+mode; the rounding countermeasure; validation of incompatible choices. Small synthetic victims."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from art.defences.postprocessor import Rounded
+from sklearn.tree import DecisionTreeClassifier
+
+from stealcheck.adapters.sklearn_victim import tree_node_ids
+from stealcheck.attacks.tramer import EquationSolving, FeatureBox, LowdMeek, Retraining
+from stealcheck.attacks.tramer_models import ModelFamily
+from stealcheck.attacks.tramer_trees import PathFinding
+from stealcheck.errors import ScenarioError
+from stealcheck.metrics import agreement, total_variation
+from stealcheck.oracle import Oracle
+from stealcheck.scenario import build_scenario
+
+
+class FamilyVictim:
+    """A victim of one of the attack's model families with random float64 parameters."""
+
+    def __init__(self, kind: str, d: int, c: int, hidden: int = 0, seed: int = 0, scale: float = 2.0):
+        self.family = ModelFamily(kind, d, c, hidden, "tanh")
+        self.theta = np.random.default_rng(seed).normal(0, scale, self.family.unknowns)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.family.proba(self.theta, np.asarray(x, dtype=np.float64).reshape(len(x), -1))
+
+    def reference(self) -> dict:
+        w, b = self.family.unpack(self.theta)
+        return {"family": self.family.kind, "W": w, "b": b}
+
+
+def oracle_for(victim, d: int, c: int, **kwargs) -> Oracle:
+    return Oracle(victim, (d,), c, (0.0, 1.0), **kwargs)
+
+
+def uniform(d: int, n: int = 2000, seed: int = 123) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(size=(n, d))
+
+
+# ---------------------------------------------------------------- equation solving
+
+
+@pytest.mark.parametrize("design", ["basis", "uniform"])
+def test_binary_lr_is_recovered_exactly_from_d_plus_1_queries(design):
+    d = 12
+    victim = FamilyVictim("binary_lr", d, 2, seed=3)
+    oracle = oracle_for(victim, d, 2)
+    attack = EquationSolving(oracle, family="binary_lr", query_design=design, checkpoints=[d + 1],
+                             reference_parameters=victim.reference())
+    ((queries, copy),) = list(attack.iter_extract())
+    assert queries == oracle.queries_used == d + 1
+    w, b = victim.family.unpack(victim.theta)
+    w_hat, b_hat = victim.family.unpack(_theta_of(copy, attack))
+    assert np.max(np.abs(np.concatenate([w.ravel() - w_hat.ravel(), b - b_hat]))) < 1e-6
+    metrics = copy.extra_metrics()
+    assert metrics["param_max_abs_error"] < 1e-6 and metrics["unknowns"] == d + 1
+    assert metrics["queries_per_unknown"] == 1.0
+    x = uniform(d)
+    assert total_variation(copy.predict_proba(x), victim(x)) < 1e-7
+
+
+def _theta_of(copy, attack) -> np.ndarray:
+    """The extracted parameters, recovered by solving again from the copy's own answers (a check that
+    the copy *is* that linear model)."""
+    probe = np.vstack([attack.box_.basis()])
+    return attack.fit_answers(probe, copy.predict_proba(probe))
+
+
+def test_softmax_extraction_on_a_synthetic_problem():
+    d, c = 8, 4
+    victim = FamilyVictim("softmax", d, c, seed=1)
+    oracle = oracle_for(victim, d, c)
+    unknowns = (d + 1) * c
+    attack = EquationSolving(oracle, family="softmax", checkpoints=[unknowns // 2, unknowns],
+                             reference_parameters=victim.reference())
+    results = list(attack.iter_extract())
+    assert [q for q, _ in results] == [unknowns // 2, unknowns] and oracle.queries_used == unknowns
+    x = uniform(d)
+    for _, copy in results:
+        assert 1 - total_variation(copy.predict_proba(x), victim(x)) > 0.999
+    assert results[-1][1].extra_metrics()["param_max_abs_error"] < 1e-3  # identifiable up to a class shift
+
+
+def test_ovr_and_mlp_fits_above_a_floor():
+    d, c = 5, 3
+    ovr = FamilyVictim("ovr", d, c, seed=2)
+    copy = EquationSolving(oracle_for(ovr, d, c), family="ovr", checkpoints=[2 * (d + 1) * c]).extract(uniform(d, 36, 5))
+    x = uniform(d)
+    assert 1 - total_variation(copy.predict_proba(x), ovr(x)) > 0.999
+    mlp = FamilyVictim("mlp", d, c, hidden=4, seed=4, scale=1.0)
+    attack = EquationSolving(oracle_for(mlp, d, c), family="mlp", hidden=4, activation="tanh", restarts=3,
+                             checkpoints=[2 * mlp.family.unknowns])
+    (_, copy), = list(attack.iter_extract())
+    assert 1 - total_variation(copy.predict_proba(x), mlp(x)) > 0.98
+
+
+def test_rounding_degrades_equation_solving():
+    d, c = 8, 4
+    victim = FamilyVictim("softmax", d, c, seed=1)
+    errors = {}
+    for decimals in (None, 2):
+        post = [] if decimals is None else [Rounded(decimals=decimals)]
+        attack = EquationSolving(oracle_for(victim, d, c, postprocessors=post), family="softmax",
+                                 checkpoints=[(d + 1) * c], reference_parameters=victim.reference())
+        (_, copy), = list(attack.iter_extract())
+        errors[decimals] = copy.extra_metrics()["param_max_abs_error"]
+    assert errors[None] < 1e-3 and errors[2] > 100 * errors[None]
+
+
+def test_equation_solving_parameter_errors_are_readable():
+    oracle = oracle_for(FamilyVictim("softmax", 4, 3), 4, 3)
+    with pytest.raises(ValueError, match="'family' parameter of EquationSolving must be one of"):
+        EquationSolving(oracle, family="svm")
+    with pytest.raises(ValueError, match="needs a victim with 2 classes"):
+        EquationSolving(oracle, family="binary_lr")
+    with pytest.raises(ValueError, match="'l2' parameter .* non-negative"):
+        EquationSolving(oracle, l2=-1.0)
+    with pytest.raises(ValueError, match="3 \\[low, high\\] pairs; the victim's input has 4"):
+        EquationSolving(oracle, feature_box=[[0, 1]] * 3)
+
+
+def test_feature_box_bounds_the_queries():
+    victim = FamilyVictim("softmax", 3, 2)
+    oracle = oracle_for(victim, 3, 2)
+    box = [[0.2, 0.3], [0.0, 1.0], [0.5, 0.6]]
+    list(EquationSolving(oracle, family="softmax", feature_box=box, checkpoints=[50]).iter_extract())
+    sent = oracle.clients["attacker"].inputs()
+    lo, hi = np.array(box).T
+    assert np.all(sent >= lo.astype(np.float32)) and np.all(sent <= hi.astype(np.float32))
+    assert FeatureBox.resolve([[0, 2]], 3, None).high.tolist() == [2, 2, 2]
+
+
+# ---------------------------------------------------------------- path finding
+
+
+@pytest.fixture(scope="module")
+def small_tree():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(300, 3))
+    y = (x[:, 0] > 0.4).astype(int) + (x[:, 1] > 0.7) * (x[:, 2] < 0.5)
+    return DecisionTreeClassifier(max_depth=4, random_state=0).fit(x, y)
+
+
+def tree_oracle(tree, **kwargs) -> Oracle:
+    return Oracle(lambda x: tree.predict_proba(np.asarray(x, dtype=np.float64)), (tree.n_features_in_,),
+                  tree.n_classes_, (0.0, 1.0), output_mode="leaf", leaf_predict=lambda x: tree_node_ids(tree, x),
+                  **kwargs)
+
+
+@pytest.mark.parametrize("variant", ["path", "top_down"])
+def test_path_finding_reproduces_a_known_tree(small_tree, variant):
+    eps = 1e-4
+    oracle = tree_oracle(small_tree)
+    attack = PathFinding(oracle, variant=variant, eps=eps, checkpoints=[100000])
+    (_, copy), = list(attack.iter_extract())
+    t = small_tree.tree_
+    leaves = {n for n in range(t.node_count) if t.children_left[n] == -1}
+    assert {leaf.leaf_id for leaf in copy.tree.leaves()} == leaves  # every leaf, nothing else
+    splits = copy.tree.splits()
+    for n in range(t.node_count):
+        if t.children_left[n] != -1:  # every threshold within eps, on the right feature
+            assert min(abs(th - t.threshold[n]) for f, th in splits if f == t.feature[n]) <= eps
+    x = uniform(3, 5000)
+    assert agreement(copy.predict_proba(x), small_tree.predict_proba(x)) == 1.0
+    assert total_variation(copy.predict_proba(x), small_tree.predict_proba(x)) == 0.0
+    assert attack.queries == oracle.queries_used
+    assert copy.extra_metrics()["leaves_found"] == len(leaves)
+
+
+def test_a_small_budget_gives_a_partial_tree(small_tree):
+    oracle = tree_oracle(small_tree, budget=40)
+    results = list(PathFinding(oracle, variant="path", checkpoints=[20, 40]).iter_extract())
+    assert oracle.queries_used == 40 and [b for b, _ in results] == [20, 40]
+    assert results[0][1].extra_metrics()["leaves_found"] <= results[1][1].extra_metrics()["leaves_found"]
+
+
+def test_leaf_mode_of_the_oracle(small_tree):
+    oracle = tree_oracle(small_tree)
+    x = np.array([[0.1, 0.9, 0.2], [np.nan, np.nan, np.nan]], dtype=np.float32)
+    ids, probs = oracle.query_leaves(x)
+    assert oracle.queries_used == 2 and ids[1] == 0  # the empty query stops at the root
+    assert np.isnan(probs[1]).all() and probs[0].sum() == pytest.approx(1.0)
+    assert ids[0] == small_tree.apply(x[:1].astype(np.float64))[0]
+    with pytest.raises(ValueError, match="needs a decision-tree victim"):
+        Oracle(lambda x: x, (3,), 2, (0.0, 1.0), output_mode="leaf")
+    with pytest.raises(ValueError, match="output mode 'leaf'"):
+        Oracle(lambda x: x, (3,), 2, (0.0, 1.0)).query_leaves(x)
+    with pytest.raises(ValueError, match="serve a decision-tree victim with output: leaf"):
+        PathFinding(Oracle(lambda x: x, (3,), 2, (0.0, 1.0)))
+
+
+# ---------------------------------------------------------------- Lowd-Meek and retraining
+
+
+def test_lowd_meek_recovers_the_direction_of_a_linear_boundary():
+    d = 6
+    victim = FamilyVictim("binary_lr", d, 2, seed=5)
+    w, b = victim.family.unpack(victim.theta)
+    victim.theta[-1] = -float(w.ravel() @ np.full(d, 0.5))  # the boundary crosses the box
+    oracle = oracle_for(victim, d, 2, output_mode="label")
+    attack = LowdMeek(oracle, eps=1e-7, reference_parameters=victim.reference(), checkpoints=[2000])
+    (_, copy), = list(attack.iter_extract())
+    assert copy.extra_metrics()["direction_cosine"] > 0.99999
+    assert copy.extra_metrics()["boundary_points"] == d + 1
+    x = uniform(d)
+    assert agreement(copy.predict_proba(x), victim(x)) > 0.999
+    assert oracle.queries_used <= 2000 and oracle.queries_used == round(copy.extra_metrics()["queries_per_unknown"] * (d + 1))
+
+
+def test_retraining_strategies_count_queries_and_adaptive_learns_from_labels():
+    d = 5
+    victim = FamilyVictim("softmax", d, 3, seed=7)
+    x = uniform(d)
+    scores = {}
+    for strategy in ("uniform", "line_search", "adaptive"):
+        oracle = oracle_for(victim, d, 3, output_mode="label")
+        attack = Retraining(oracle, strategy=strategy, family="softmax", use_probability=False, round_size=50,
+                            checkpoints=[100, 300])
+        results = list(attack.iter_extract())
+        assert [b for b, _ in results] == [100, 300] and oracle.queries_used == 300
+        scores[strategy] = agreement(results[-1][1].predict_proba(x), victim(x))
+    assert scores["adaptive"] > 0.95 and scores["line_search"] > 0.9
+    with pytest.raises(ValueError, match="'strategy' parameter of Retraining"):
+        Retraining(oracle_for(victim, d, 3), strategy="smart")
+
+
+# ---------------------------------------------------------------- scenarios: validation and a run
+
+
+def tabular(attack, serve="probabilities", model="logistic_regression", name="breast_cancer", d=30, **extra):
+    """A one-attack scenario on a scikit-learn victim (``extra``: more top-level sections)."""
+    return {"name": "t", "victim": {"kind": "sklearn", "model": model, "input": {"shape": [d]}, "output": serve},
+            "data": {"victim_train": {"source": "sklearn", "name": name, "split": "train"},
+                     "test": {"source": "sklearn", "name": name, "split": "test"}},
+            "attacks": [attack], "budgets": [d + 1], "evaluation": {"uniform_samples": 200}, **extra}
+
+
+@pytest.mark.parametrize("scenario,message", [
+    (tabular({"equation_solving": {"model": "binary_lr", "feature_box": [[0, 1]] * 29}}),
+     "feature_box has 29 .* input has 30 features"),
+    (tabular({"equation_solving": {"feature_box": [[-1, 1]]}}), "outside the victim's input range"),
+    (tabular("path_finding"), "needs leaf ids .* serves 'probabilities'"),
+    (tabular("path_finding", serve="leaf"), "output: leaf .* needs a decision-tree victim"),
+    (tabular({"equation_solving": {"model": "binary_lr"}}, serve="label"), "needs probability outputs"),
+    (tabular({"retraining": {"use_probability": True}}, serve="label"), "needs probability outputs"),
+])
+def test_validation_catches_incompatible_choices(scenario, message):
+    with pytest.raises(ScenarioError, match=message):
+        build_scenario(scenario)
+
+
+def test_compatible_choices_validate():
+    build_scenario(tabular("path_finding", serve="leaf", model="decision_tree"))
+    build_scenario(tabular({"retraining": {"use_probability": False}}, serve="label"))
+    build_scenario(tabular("lowd_meek", serve="label"))
+
+
+def test_a_scenario_runs_with_parameter_error_rows(tmp_path):
+    from stealcheck.results import read_results
+    from stealcheck.runner import run_scenario
+
+    scenario = build_scenario(tabular({"equation_solving": {"model": "binary_lr", "query_design": "basis"}},
+                                      defences=["none", {"rounded": {"decimals": 2}}],
+                                      output={"dir": str(tmp_path)}))
+    outcome = run_scenario(scenario, out_dir=tmp_path / "run", quiet=True)
+    assert outcome.status == "complete"
+    frame = read_results(outcome.run_dir)
+    rows = frame[frame["kind"] == "extraction"]
+
+    def value(defence, metric):
+        return float(rows[(rows["defence"].str.startswith(defence)) & (rows["metric"] == metric)]["value"].iloc[0])
+
+    assert value("none", "param_max_abs_error") < 1e-6 and value("none", "r_test") < 1e-6
+    assert value("none", "queries_used") == 31 and value("none", "queries_per_unknown") == 1.0
+    assert value("rounded", "param_max_abs_error") > 1e-3
