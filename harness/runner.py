@@ -461,10 +461,14 @@ def _detection_phase(scenario: Scenario, run_dir: Path, store: ResultsStore, don
         if key in done:
             continue
         info = registry.attacks.get(a.plugin)
-        if uses_pool(info) and pool is not None and len(pool) < max(spec.budgets):
-            log.warning("detection: attack %s skipped: the attacker pool (%d) is smaller than the detection "
-                        "budget %d", a.id, len(pool), max(spec.budgets))
-            continue
+        budgets = list(spec.budgets)
+        if uses_pool(info) and pool is not None:
+            budgets = [b for b in spec.budgets if b <= len(pool)]
+            if budgets != list(spec.budgets):
+                log.warning("detection: attack %s scored at %s only: its pool holds %d samples", a.id,
+                            budgets or "no budget", len(pool))
+            if not budgets:
+                continue
 
         def make_ctx(oracle: Oracle, budgets: list[int]) -> AttackContext:
             return AttackContext(
@@ -478,7 +482,7 @@ def _detection_phase(scenario: Scenario, run_dir: Path, store: ResultsStore, don
                      "data": {role: data.fingerprint(role) for role in sorted(scenario.data)},
                      "version": summary["stealcheck_version"]} if victim_identity else None
         t0 = time.perf_counter()
-        queries = dt.collect_attack_queries(scenario, a, spec.budgets, victim, make_ctx, cache, key_parts)
+        queries = dt.collect_attack_queries(scenario, a, budgets, victim, make_ctx, cache, key_parts)
         log.info("detection: %s queries collected (%.1fs)", a.id, time.perf_counter() - t0)
         rows: list[dict] = []
         for budget, xq in queries.items():

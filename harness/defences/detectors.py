@@ -43,7 +43,8 @@ class DetectorContext:
 
     - ``predict_proba(x)``: the victim's probabilities (black-box access, always available).
     - ``logits(x)``: the victim's logits when the victim is a PyTorch model, else None
-      (the energy baseline falls back to log-probabilities, which is exact up to a constant).
+      (the energy score needs logits: probabilities fix them only up to a per-input shift, which is
+      exactly what the energy measures; see ``baselines.EnergyDetector``).
     - ``make_network()``: a fresh, untrained network of the victim's architecture (with its input
       normalisation) that returns logits, or None when the victim is not a PyTorch model. Used
       for auxiliary models (SAME) and retrained victims (OE, EDM).
