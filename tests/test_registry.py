@@ -125,7 +125,7 @@ ALL_PLUGINS = [(kind, name) for kind, reg in registry.REGISTRIES.items() for nam
 
 def test_every_kind_has_builtin_plugins():
     kinds = {kind for kind, _ in ALL_PLUGINS}
-    assert {"attacks", "defences", "victims", "data", "metrics"} <= kinds
+    assert {"attacks", "defences", "detectors", "victims", "data", "metrics"} <= kinds
     assert ("attacks", "knockoff") in ALL_PLUGINS and ("defences", "label_only") in ALL_PLUGINS
 
 
@@ -181,6 +181,17 @@ def test_plugins_have_kind_specific_entry_points():
         assert "needs_output" in info.meta, info.name
     for info in registry.defences.items():
         assert callable(getattr(info.obj, "build", None)), info.name
+        if info.meta.get("needs_detector"):
+            # active defences are driven by a detector the scenario declares
+            assert "detector" in info.params.model_fields, info.name
+    from stealcheck.defences.detectors import Detector
+
+    for info in registry.detectors.items():
+        assert isinstance(info.obj, type) and issubclass(info.obj, Detector), info.name
+        det = info.obj(info.parse_params({}))  # constructors store params and do nothing else
+        assert det.fit_seconds is None
+        if info.obj.per_client:
+            assert info.obj.flag_stream is not Detector.flag_stream, info.name
     for info in registry.victims.items():
         assert callable(getattr(info.obj, "build", None)), info.name
     for info in registry.metrics.items():
