@@ -298,10 +298,10 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
         summary["detectors"] = {i: {"plugin": f.ref.plugin, "fit_seconds": f.fit_seconds, "from_cache": f.from_cache,
                                     "per_client": f.per_client, "replaces_victim": f.detector.replaces_victim}
                                 for i, f in fitted.items()}
-        summary["detection"] = {"benign": defender.evaluation.name, "benign_samples": len(defender.evaluation),
+        summary["detection"] = {**m.detection.model_dump(mode="json"),
+                                "benign": defender.evaluation.name, "benign_samples": len(defender.evaluation),
                                 "calibration_samples": len(defender.calibration),
-                                "outliers": defender.outliers.name if defender.outliers is not None else None,
-                                **m.detection.model_dump(mode="json")}
+                                "outliers": defender.outliers.name if defender.outliers is not None else None}
         key = cell_key("detectors", "")
         if key not in done:
             store.append(dt.detector_rows(fitted, victim, test, defender.evaluation.x[:1000], victim.description))

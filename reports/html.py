@@ -1,6 +1,7 @@
 """The HTML report of a run folder: one self-contained page built from results.csv and summary.json.
 
-:func:`build_report` is a pure function of those two files (no clock, no re-run), so
+:func:`build_report` is a pure function of those two files and of the raw detector scores saved
+under ``detection/`` (no clock, no re-run), so
 ``stealcheck report RUN_DIR`` rebuilds exactly the page the run wrote. The page embeds its CSS and
 its figures (inline SVG) and references nothing outside itself, so it can be mailed or archived.
 Every summary key may be missing (a run that failed early): each section shows what is there.
@@ -9,6 +10,7 @@ Every summary key may be missing (a run that failed early): each section shows w
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -30,7 +32,15 @@ METRIC_LABELS = {
     FIDELITY: "fidelity", ACCURACY: "thief accuracy", "r_test": "R test", "r_unif": "R unif",
     "fidelity_unif": "fidelity (uniform)", "kl": "KL (nats)", "queries_used": "queries used",
     SECONDS: "attack time (s)", "victim_accuracy": "victim accuracy", "output_distortion": "output distortion",
-    "label_change_rate": "label change rate",
+    "label_change_rate": "label change rate", "answered_share": "answered share",
+    "latency_mean_ms": "mean latency (ms)", "latency_p95_ms": "p95 latency (ms)",
+    "param_max_abs_error": "max parameter error", "queries_per_leaf": "queries per leaf",
+}
+SERVICE_METRICS = ["answered_share", "latency_mean_ms", "latency_p95_ms"]
+SERVICE_DESCRIPTIONS = {
+    "answered_share": "share of the client's queries answered in full (not rejected or withheld)",
+    "latency_mean_ms": "mean response time per query, in milliseconds",
+    "latency_p95_ms": "95th percentile of the response time per query, in milliseconds",
 }
 SHOWN_KINDS = ("extraction", "utility")
 STATUS_STYLES = {"complete": "ok", "partial": "warn", "failed": "bad", "running": "info"}
@@ -40,14 +50,15 @@ DASH = "\u2013"  # shown for NaN and missing values
 # ---------------------------------------------------------------- entry point
 
 def build_report(run_dir: Path) -> Path:
-    """Write ``run_dir/report.html`` from the folder's results.csv and summary.json; return its path.
+    """Write ``run_dir/report.html`` from the folder's results.csv, summary.json and saved detector
+    scores (``detection/*.npz``); return its path.
 
     Raises :class:`stealcheck.errors.ScenarioError` when ``run_dir`` has no summary.json.
     """
     run_dir = Path(run_dir)
     summary = read_summary(run_dir)
     frame = read_results(run_dir)
-    html = render_report(summary, frame)
+    html = render_report(summary, frame, load_detection_scores(run_dir))
     path = run_dir / REPORT_FILE
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(html, encoding="utf-8")
@@ -55,18 +66,37 @@ def build_report(run_dir: Path) -> Path:
     return path
 
 
-def render_report(summary: Mapping[str, Any], frame: pd.DataFrame) -> str:
-    """The report page as an HTML string, from a summary dict and a results frame."""
+def load_detection_scores(run_dir: Path) -> dict:
+    """The raw detector scores the run saved (for ROC curves); empty when there are none or they do not load."""
+    if not (Path(run_dir) / "detection").is_dir():
+        return {}
+    try:
+        from stealcheck.detection_track import load_scores
+
+        return load_scores(run_dir)
+    except Exception:  # damaged score files cost the ROC figure, never the report
+        return {}
+
+
+def render_report(summary: Mapping[str, Any], frame: pd.DataFrame,
+                  scores: Mapping[tuple[str, str, int], Mapping[str, np.ndarray]] | None = None) -> str:
+    """The report page as an HTML string, from a summary dict, a results frame and (optionally) the
+    raw detector scores, ``scores[(detector, attack, budget)] = {'benign': ..., 'attack': ...}``."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("stealcheck.reports", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("report.html.j2").render(**report_context(summary, frame))
+    return env.get_template("report.html.j2").render(**report_context(summary, frame, scores))
 
 
-def report_context(summary: Mapping[str, Any], frame: pd.DataFrame) -> dict[str, Any]:
+def report_context(summary: Mapping[str, Any], frame: pd.DataFrame,
+                   scores: Mapping[tuple[str, str, int], Mapping[str, np.ndarray]] | None = None) -> dict[str, Any]:
     """Everything the template shows, already aggregated and formatted."""
     summary = dict(summary or {})
     data = RunData.from_frame(frame, summary)
+    detection = detection_context(DetectionData.from_frame(frame, summary), summary, scores or {})
+    if detection:  # these kinds are shown now: no longer "not shown in this report"
+        for kind in ("detection", "detector"):
+            data.other_kinds.pop(kind, None)
     colours = plots.defence_colours(data.defences, data.baseline)
     victim = as_dict(summary.get("victim"))
     return {
@@ -77,6 +107,8 @@ def report_context(summary: Mapping[str, Any], frame: pd.DataFrame) -> dict[str,
         "figures": figures(data, colours, victim.get("test_accuracy")),
         "seconds_table": seconds_table(data),
         "utility": utility_table(data),
+        "detection": detection,
+        "active": active_defences_table(data, summary),
         "full_table": full_table(data),
         "glossary": glossary(data.extraction_metrics + data.utility_metrics),
         "other_kinds": data.other_kinds,
@@ -483,6 +515,8 @@ def column(metric: str) -> dict[str, str]:
 
 def metric_description(name: str) -> str:
     """The registered metric's one-line description ('' for a metric this installation does not know)."""
+    if name in SERVICE_DESCRIPTIONS:
+        return SERVICE_DESCRIPTIONS[name]
     try:
         from stealcheck import registry
 
@@ -493,6 +527,310 @@ def metric_description(name: str) -> str:
 
 def glossary(metrics: list[str]) -> list[dict[str, str]]:
     return [c for c in (column(m) for m in metrics) if c["description"]]
+
+
+# ---------------------------------------------------------------- detection track
+
+DETECTION_COLUMNS = [("auroc", "AUROC", True), ("aupr", "AUPR", True), ("fpr_at_95_tpr", "FPR@95%TPR", False)]
+DETECTION_ALL = [("auroc", "AUROC", True), ("aupr", "AUPR", True), ("fpr_at_95_tpr", "FPR@95%TPR", False),
+                 ("fpr_at_90_tpr", "FPR@90%TPR", False), ("tpr_at_1_fpr", "TPR@1%FPR", True)]
+PER_CLIENT_METRICS = ("benign_flagged", "clients_flagged", "queries_to_flag")
+DETECTION_BASE_METRICS = {m for m, _, _ in DETECTION_ALL} | set(PER_CLIENT_METRICS)
+SAME_PLUGINS = {"same": "SAME (input and label)", "same_x": "SAME-X (input only)", "same_y": "SAME-Y (label only)"}
+ACTIVE_PLUGINS = {"reject", "pow", "misinformation"}
+_CLIENTS = re.compile(r"^(clients_flagged|queries_to_flag)@(\d+)_clients$")
+
+
+def base_metric(metric: str) -> str:
+    """'auroc@0.1' -> 'auroc'; 'clients_flagged@4_clients' -> 'clients_flagged'."""
+    return metric.split("@", 1)[0]
+
+
+class DetectionData:
+    """The rows of kinds 'detection' (detector × attack × budget) and 'detector' (cost per detector)."""
+
+    def __init__(self, cells: dict[tuple[str, str, int, str], float], cost: dict[str, dict[str, float]],
+                 detectors: list[str], attacks: list[str], budgets: list[int]):
+        self.cells, self.cost = cells, cost
+        self.detectors, self.attacks, self.budgets = detectors, attacks, budgets
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, summary: Mapping[str, Any]) -> "DetectionData":
+        frame = frame.copy()
+        for col in ("kind", "defence", "attack", "metric"):
+            frame[col] = frame[col].fillna("").astype(str) if col in frame else ""
+        for col in ("budget", "value"):
+            frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else np.nan
+        det = frame[(frame["kind"] == "detection") & frame["budget"].notna()
+                    & frame["metric"].map(lambda m: base_metric(m) in DETECTION_BASE_METRICS).astype(bool)]
+        cells: dict[tuple[str, str, int, str], float] = {}
+        if len(det):
+            means = det.groupby(["defence", "attack", "budget", "metric"], sort=False)["value"].mean()
+            cells = {(d, a, int(b), m): float(v) for (d, a, b, m), v in means.items()}
+        cost_rows = frame[frame["kind"] == "detector"]
+        cost: dict[str, dict[str, float]] = {}
+        for d, m, v in cost_rows[["defence", "metric", "value"]].itertuples(index=False):
+            cost.setdefault(d, {})[m] = float(v)
+        detectors = ordered(as_dict(summary.get("detectors")), list(det["defence"]) + list(cost))
+        attacks = ordered(as_dict(summary.get("attacks")), det["attack"])
+        budgets = sorted({int(b) for b in det["budget"].unique()})
+        return cls(cells, cost, detectors, attacks, budgets)
+
+    @property
+    def empty(self) -> bool:
+        return not self.cells
+
+    def value(self, detector: str, attack: str, budget: int | None, metric: str) -> float:
+        return self.cells.get((detector, attack, budget, metric), math.nan)
+
+    def has(self, detector: str, metric_base: str) -> bool:
+        return any(d == detector and base_metric(m) == metric_base for d, _, _, m in self.cells)
+
+
+def fmt_pct(value: float, digits: int = 1) -> str:
+    """A rate as a percentage without the sign ('93.4'); a dash for NaN."""
+    return fmt(100.0 * value, digits) if isinstance(value, (int, float)) and math.isfinite(value) else DASH
+
+
+def fmt_ms(value: Any) -> str:
+    """A latency in milliseconds to about three significant digits ('0.0441', '2.35', '118')."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return DASH
+    if not math.isfinite(x):
+        return DASH
+    return fmt(x, 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2 if abs(x) >= 1 else 3 if abs(x) >= 0.1 else 4)
+
+
+def fmt_ratio(value: float) -> str:
+    """A malicious ratio for a header: 0.1 -> '10%', 0.005 -> '0.5%'."""
+    return f"{100 * value:g}%"
+
+
+def detection_context(det: DetectionData, summary: Mapping[str, Any],
+                      scores: Mapping[tuple[str, str, int], Mapping[str, np.ndarray]]) -> dict[str, Any] | None:
+    """Every detection sub-section; None when the run has no detection rows (the section is not shown)."""
+    if det.empty:
+        return None
+    info = as_dict(summary.get("detectors"))
+    per_client = [d for d in det.detectors if as_dict(info.get(d)).get("per_client") or det.has(d, "clients_flagged")]
+    scored = [d for d in det.detectors if d not in per_client and det.has(d, "auroc")]
+    spec = as_dict(summary.get("detection"))
+    top = det.budgets[-1] if det.budgets else None
+    colours = plots.defence_colours(scored, None)
+    same = [d for d in scored if as_dict(info.get(d)).get("plugin") in SAME_PLUGINS]
+    return {
+        "setup": detection_setup(spec, det),
+        "top_budget": fmt_budget(top),
+        "roc": roc_figure(det, scored, scores, top, colours),
+        "comparison": [comparison_table(det, scored, b, f"at {fmt_budget(b)} attack queries") for b in det.budgets
+                       if any(math.isfinite(det.value(d, a, b, "auroc")) for d in scored for a in det.attacks)],
+        "cost": cost_table(det, info),
+        "ratios": ratio_table(det, scored, top, spec.get("malicious_ratio")),
+        "ablation": comparison_table(det, same, top, "", labels={d: SAME_PLUGINS[info[d]["plugin"]] for d in same})
+        if len(same) >= 2 else None,
+        "per_client": per_client_table(det, per_client),
+        "all_metrics": all_detection_metrics(det, scored),
+    }
+
+
+def detection_setup(spec: Mapping[str, Any], det: DetectionData) -> list[tuple[str, str]]:
+    """What was scored against what: the benign set, calibration split, budgets and mix."""
+    rows = [
+        ("benign queries scored", f"{spec['benign_samples']}" + (f" ({spec['benign']})" if spec.get("benign") else "")
+         if spec.get("benign_samples") is not None else spec.get("benign")),
+        ("calibration samples", fmt_value(spec.get("calibration_samples")) if "calibration_samples" in spec else None),
+        ("outlier set (OE, EDM)", spec.get("outliers")),
+        ("attack queries scored", ", ".join(fmt_budget(b) for b in as_list(spec.get("budgets")) or det.budgets)),
+        ("malicious ratio", fmt_ratio(spec["malicious_ratio"]) if isinstance(spec.get("malicious_ratio"), (int, float))
+         else None),
+        ("ratio sweep", ", ".join(fmt_ratio(r) for r in as_list(spec.get("ratio_sweep"))
+                                  if isinstance(r, (int, float))) or None),
+        ("clients per attack (per-client detectors)", fmt_value(spec.get("prada_clients"))
+         if spec.get("prada_clients") else None),
+    ]
+    return [(k, str(v)) for k, v in rows if v not in (None, "", DASH)]
+
+
+def roc_figure(det: DetectionData, detectors: list[str], scores: Mapping, budget: int | None,
+               colours: Mapping[str, str]) -> str | None:
+    """ROC curves at the largest detection budget: a panel per attack, a line per detector."""
+    if budget is None or not scores:
+        return None
+    try:
+        from stealcheck.detection import roc_points
+    except Exception:
+        return None
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for a in det.attacks:
+        for d in detectors:
+            s = scores.get((d, a, budget))
+            if not s:
+                continue
+            try:
+                fpr, tpr = roc_points(s["benign"], s["attack"])
+            except Exception:  # empty or non-finite scores: no curve for this pair
+                continue
+            curves.setdefault(a, {})[d] = (np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float))
+    if not curves:
+        return None
+    return plots.roc_curves_svg(curves, colours=colours, prefix="fig-roc")
+
+
+def comparison_table(det: DetectionData, detectors: list[str], budget: int | None, title: str,
+                     labels: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """Rows = detector, columns = attack × (AUROC, AUPR, FPR@95%TPR) in percent; the best per column flagged."""
+    if budget is None or not detectors:
+        return None
+    attacks = [a for a in det.attacks if any(math.isfinite(det.value(d, a, budget, "auroc")) for d in detectors)]
+    if not attacks:
+        return None
+    columns = [(a, m, higher) for a in attacks for m, _, higher in DETECTION_COLUMNS]
+    best = {}
+    for a, m, higher in columns:
+        values = [v for v in (det.value(d, a, budget, m) for d in detectors) if math.isfinite(v)]
+        if len(values) > 1:
+            best[(a, m)] = max(values) if higher else min(values)
+    rows = []
+    for d in detectors:
+        cells = []
+        for a, m, _ in columns:
+            v = det.value(d, a, budget, m)
+            cells.append({"text": fmt_pct(v), "best": (a, m) in best and math.isfinite(v)
+                          and math.isclose(v, best[(a, m)], abs_tol=1e-12)})
+        rows.append({"detector": split_id(d), "label": (labels or {}).get(d, ""), "cells": cells})
+    return {"title": title, "budget": fmt_budget(budget), "attacks": [split_id(a) for a in attacks],
+            "metrics": [label for _, label, _ in DETECTION_COLUMNS], "rows": rows}
+
+
+def cost_table(det: DetectionData, info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Per detector: training time, scoring vs victim inference time, and the accuracy users are served."""
+    detectors = [d for d in det.detectors if d in det.cost]
+    if not detectors:
+        return None
+    rows = []
+    for d in detectors:
+        c, meta = det.cost[d], as_dict(info.get(d))
+        fit = c.get("fit_seconds", math.nan)
+        rows.append({"detector": split_id(d), "plugin": meta.get("plugin") or "",
+                     "fit": fmt_duration(fit) if math.isfinite(fit) else DASH,
+                     "from_cache": bool(meta.get("from_cache")),
+                     "score_ms": fmt(c.get("score_ms_per_query"), 4),
+                     "victim_ms": fmt(c.get("victim_ms_per_query"), 4),
+                     "ratio": f"{fmt(c.get('score_cost_ratio'), 2)}×"
+                     if math.isfinite(c.get("score_cost_ratio", math.nan)) else DASH,
+                     "served": fmt(c.get("served_accuracy")),
+                     "replaces_victim": bool(meta.get("replaces_victim")),
+                     "per_client": bool(meta.get("per_client"))})
+    return {"rows": rows, "any_replaces": any(r["replaces_victim"] for r in rows),
+            "any_cached": any(r["from_cache"] for r in rows)}
+
+
+def ratio_table(det: DetectionData, detectors: list[str], budget: int | None,
+                main_ratio: Any = None) -> dict[str, Any] | None:
+    """AUROC and AUPR at each malicious ratio of the sweep, per detector × attack, at ``budget``; the
+    headline ratio (the unsuffixed metrics) is added as a column for reference."""
+    ratios = sorted({float(m.split("@", 1)[1]) for d, a, b, m in det.cells
+                     if b == budget and d in detectors and base_metric(m) in ("auroc", "aupr") and "@" in m
+                     and _is_number(m.split("@", 1)[1])})
+    if not ratios:
+        return None
+    keys = {r: f"@{r:g}" for r in ratios}
+    if isinstance(main_ratio, (int, float)) and 0 < main_ratio < 1 and float(main_ratio) not in keys:
+        keys[float(main_ratio)] = ""
+        ratios = sorted(keys)
+    rows = []
+    for d in detectors:
+        for a in det.attacks:
+            cells = [fmt_pct(det.value(d, a, budget, f"{m}{keys[r]}")) for r in ratios for m in ("auroc", "aupr")]
+            if all(c == DASH for c in cells):
+                continue
+            rows.append({"detector": split_id(d), "attack": split_id(a), "cells": cells})
+    return {"ratios": [fmt_ratio(r) for r in ratios], "budget": fmt_budget(budget), "rows": rows} if rows else None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def per_client_table(det: DetectionData, detectors: list[str]) -> dict[str, Any] | None:
+    """Per-client detectors (PRADA): share of attacking clients flagged and queries until the first flag,
+    with the attack's queries from 1 client and spread over N clients; and whether the benign client was flagged."""
+    if not detectors:
+        return None
+    counts = {1}
+    for d, _, _, m in det.cells:
+        match = _CLIENTS.match(m)
+        if d in detectors and match:
+            counts.add(int(match.group(2)))
+    counts_sorted = sorted(counts)
+    rows = []
+    for d in detectors:
+        for a in det.attacks:
+            for b in det.budgets:
+                def get(metric: str, n: int) -> float:
+                    return det.value(d, a, b, metric if n == 1 else f"{metric}@{n}_clients")
+                flagged = [get("clients_flagged", n) for n in counts_sorted]
+                queries = [get("queries_to_flag", n) for n in counts_sorted]
+                benign = det.value(d, a, b, "benign_flagged")
+                if all(not math.isfinite(v) for v in flagged + queries + [benign]):
+                    continue
+                rows.append({"detector": split_id(d), "attack": split_id(a), "budget": fmt_budget(b),
+                             "benign": DASH if not math.isfinite(benign) else ("yes" if benign > 0 else "no"),
+                             "benign_bad": math.isfinite(benign) and benign > 0,
+                             "cells": [(fmt_pct(f, 0), f"{q:,.0f}" if math.isfinite(q) else
+                                        ("never" if math.isfinite(f) else DASH))
+                                       for f, q in zip(flagged, queries)]})
+    if not rows:
+        return None
+    return {"clients": counts_sorted, "rows": rows}
+
+
+def all_detection_metrics(det: DetectionData, detectors: list[str]) -> dict[str, Any] | None:
+    """Every score-based detection metric per detector × attack × budget, in percent."""
+    rows = []
+    for d in detectors:
+        for a in det.attacks:
+            for b in det.budgets:
+                values = [det.value(d, a, b, m) for m, _, _ in DETECTION_ALL]
+                if any(math.isfinite(v) for v in values):
+                    rows.append({"detector": split_id(d), "attack": split_id(a), "budget": fmt_budget(b),
+                                 "cells": [fmt_pct(v) for v in values]})
+    return {"columns": [label for _, label, _ in DETECTION_ALL], "rows": rows} if rows else None
+
+
+def active_defences_table(data: RunData, summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Honest users' service (answered share, latency) next to the attacker's, and the copy's fidelity.
+
+    Shown when a defence answers less than every query or is an active one (reject, pow, misinformation).
+    """
+    plugins = as_dict(summary.get("defences"))
+    shares = [data.utility_value(d, "answered_share") for d in data.defences]
+    shares += [data.cell(d, a, data.top_budget_of(a), "answered_share")[0] for d in data.defences for a in data.attacks]
+    active = any(plugins.get(d) in ACTIVE_PLUGINS for d in data.defences)
+    if not (active or any(math.isfinite(s) and s < 1.0 - 1e-12 for s in shares)):
+        return None
+    attacks = [a for a in data.attacks
+               if any(data.cell(d, a, data.top_budget_of(a), m)[2] for d in data.defences
+                      for m in ("answered_share", FIDELITY))]
+    rows = []
+    for d in data.defences:
+        honest = [data.utility_value(d, m) for m in SERVICE_METRICS]
+        per_attack = []
+        for a in attacks:
+            top = data.top_budget_of(a)
+            share, lat, fid = (data.cell(d, a, top, m) for m in ("answered_share", "latency_mean_ms", FIDELITY))
+            per_attack.append([fmt_pct(share[0]), fmt_ms(lat[0]), fmt_mean_std(*fid)])
+        rows.append({"defence": split_id(d), "plugin": plugins.get(d, ""), "baseline": d == data.baseline,
+                     "active": plugins.get(d) in ACTIVE_PLUGINS,
+                     "honest": [fmt_pct(honest[0]), fmt_ms(honest[1]), fmt_ms(honest[2])], "attacks": per_attack})
+    return {"attacks": [dict(split_id(a), budget=fmt_budget(data.top_budget_of(a))) for a in attacks],
+            "rows": rows}
 
 
 def provenance(summary: Mapping[str, Any]) -> dict[str, Any]:

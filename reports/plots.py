@@ -156,3 +156,34 @@ def attack_time_svg(seconds: Mapping[str, Mapping[str, float]], *, colours: Mapp
         if defences:
             fig.legend(loc="outside lower center", ncols=min(len(defences), 5), fontsize=8.5)
     return svg_string(fig, prefix)
+
+
+def roc_curves_svg(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]], *,
+                   colours: Mapping[str, str], prefix: str) -> str:
+    """One panel per attack: the ROC curve (false- vs true-positive rate) of each detector.
+
+    ``curves[attack][detector]`` is ``(fpr, tpr)``; the dotted diagonal is a detector that guesses.
+    """
+    attacks = list(curves)
+    fig, axes = _new_figure(len(attacks), (3.3, 3.0))
+    with matplotlib.rc_context(_RC):
+        for ax, attack in zip(axes, attacks):
+            ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1.0, label="chance")
+            for detector, (fpr, tpr) in curves[attack].items():
+                ax.plot(np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float), linewidth=1.7,
+                        color=colours.get(detector, PALETTE[-1]), label=plain(detector))
+            ax.set_title(wrap_title(attack), loc="left")
+            ax.set_xlabel("false-positive rate (benign flagged)")
+            ax.set_ylabel("true-positive rate (attack caught)")
+            ax.set_xlim(-0.01, 1.01)
+            ax.set_ylim(-0.01, 1.02)
+            ax.set_aspect("equal", adjustable="box")
+        # A detector may be missing from some panel: the legend gathers every line once.
+        legend: dict[str, object] = {}
+        for ax in axes:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(label, handle)
+        if legend:
+            fig.legend(list(legend.values()), list(legend), loc="outside lower center",
+                       ncols=min(len(legend), 5), fontsize=8.5)
+    return svg_string(fig, prefix)

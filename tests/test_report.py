@@ -178,3 +178,179 @@ def test_number_formatting():
     assert fmt_mean_std(0.5, float("nan"), 1) == "0.500"
     assert fmt_mean_std(0.5, 0.01, 1) == "0.500"  # one seed: no spread to show
     assert fmt_mean_std(0.5, 0.01, 2) == "0.500 ± 0.010"
+
+
+# ---------------------------------------------------------------- detection track and active defences
+
+DETECTORS = {"msp": {"plugin": "msp", "fit_seconds": 0.0, "from_cache": False, "per_client": False,
+                     "replaces_victim": False},
+             "same": {"plugin": "same", "fit_seconds": 42.0, "from_cache": True, "per_client": False,
+                      "replaces_victim": False},
+             "same_x": {"plugin": "same_x", "fit_seconds": 40.0, "from_cache": False, "per_client": False,
+                        "replaces_victim": False},
+             "oe": {"plugin": "oe", "fit_seconds": 75.0, "from_cache": False, "per_client": False,
+                    "replaces_victim": True},
+             "prada": {"plugin": "prada", "fit_seconds": None, "from_cache": False, "per_client": True,
+                       "replaces_victim": False}}
+DET_BUDGETS = [100, 200]
+# (auroc, aupr, fpr@95) per detector × attack at the largest detection budget.
+DET_TOP = {("msp", "copycat"): (0.612, 0.598, 0.871), ("msp", "knockoff:strategy=random"): (0.503, 0.51, 0.95),
+           ("same", "copycat"): (0.934, 0.921, 0.233), ("same", "knockoff:strategy=random"): (0.556, 0.55, 0.9),
+           ("same_x", "copycat"): (0.889, 0.87, 0.41), ("same_x", "knockoff:strategy=random"): (0.52, 0.5, 0.93),
+           ("oe", "copycat"): (0.777, 0.75, 0.6), ("oe", "knockoff:strategy=random"): (0.581, 0.57, 0.88)}
+ACTIVE_DEFENCES = {**DEFENCES, "reject": "reject"}
+
+
+def detection_rows() -> list[dict]:
+    rows = []
+
+    def add(kind, detector, attack, budget, metric, value):
+        rows.append({"kind": kind, "victim": VICTIM, "defence": detector, "attack": attack, "budget": budget,
+                     "seed": 0 if kind == "detection" else "", "metric": metric, "value": value})
+
+    for (det, attack), (auroc, aupr, fpr95) in DET_TOP.items():
+        for budget in DET_BUDGETS:
+            shift = 0.0 if budget == DET_BUDGETS[-1] else -0.05  # the smaller budget detects a bit less
+            metrics = {"auroc": auroc + shift, "aupr": aupr + shift, "fpr_at_95_tpr": fpr95, "fpr_at_90_tpr": 0.5,
+                       "tpr_at_1_fpr": 0.02, "auroc@0.1": auroc + shift - 0.01, "aupr@0.1": 0.123,
+                       "auroc@0.9": auroc + shift, "aupr@0.9": 0.987}
+            for m, v in metrics.items():
+                add("detection", det, attack, budget, m, v)
+    for attack, (one, q1, many, qn) in {"copycat": (1.0, 57.0, 0.25, float("nan")),
+                                        "knockoff:strategy=random": (0.0, float("nan"), 0.0, float("nan"))}.items():
+        for budget in DET_BUDGETS:
+            add("detection", "prada", attack, budget, "benign_flagged", 1.0 if attack == "copycat" else 0.0)
+            add("detection", "prada", attack, budget, "clients_flagged", one)
+            add("detection", "prada", attack, budget, "queries_to_flag", q1)
+            add("detection", "prada", attack, budget, "clients_flagged@4_clients", many)
+            add("detection", "prada", attack, budget, "queries_to_flag@4_clients", qn)
+    costs = {"msp": (0.0, 0.0021, 0.0021, 1.0, 0.976), "same": (42.0, 0.0525, 0.0021, 25.0, 0.976),
+             "same_x": (40.0, 0.05, 0.0021, 23.81, 0.976), "oe": (75.0, 0.0022, 0.0021, 1.05, 0.9612)}
+    for det, values in costs.items():
+        for m, v in zip(["fit_seconds", "score_ms_per_query", "victim_ms_per_query", "score_cost_ratio",
+                         "served_accuracy"], values):
+            add("detector", det, "", "", m, v)
+    add("detector", "prada", "", "", "fit_seconds", float("nan"))
+    add("detector", "prada", "", "", "served_accuracy", 0.976)
+    return rows
+
+
+def service_rows() -> list[dict]:
+    """Utility rows for the reject defence, and answered share / latency of every cell (as the runner writes)."""
+    rows = [{"kind": "utility", "victim": VICTIM, "defence": "reject", "metric": m, "value": v}
+            for m, v in {"victim_accuracy": 0.9, "output_distortion": 0.1, "label_change_rate": 0.08}.items()]
+    honest = {"none": (1.0, 0.031, 0.052), "rounded:decimals=1": (1.0, 0.033, 0.055), "reject": (0.913, 0.044, 0.071)}
+    rows += [{"kind": "utility", "victim": VICTIM, "defence": d, "metric": m, "value": v}
+             for d, vals in honest.items() for m, v in zip(["answered_share", "latency_mean_ms", "latency_p95_ms"], vals)]
+    for (defence, attack, budget), fid in FIDELITY.items():
+        for seed in SEEDS:
+            rows += [{"kind": "extraction", "victim": VICTIM, "defence": defence, "attack": attack, "budget": budget,
+                      "seed": seed, "metric": m, "value": v}
+                     for m, v in {"answered_share": 1.0, "latency_mean_ms": 0.02, "latency_p95_ms": 0.04}.items()]
+    for attack in ATTACKS:
+        for budget in BUDGETS:
+            for seed in SEEDS:
+                metrics = {"fidelity": 0.3, "accuracy": 0.28, "answered_share": 0.25, "latency_mean_ms": 0.061,
+                           "latency_p95_ms": 0.09}
+                if attack == "copycat":  # an attack-specific metric only this attack reports
+                    metrics["param_max_abs_error"] = 0.0123
+                rows += [{"kind": "extraction", "victim": VICTIM, "defence": "reject", "attack": attack,
+                          "budget": budget, "seed": seed, "metric": m, "value": v} for m, v in metrics.items()]
+    return rows
+
+
+@pytest.fixture
+def detection_run_dir(tmp_path: Path) -> Path:
+    import numpy as np
+
+    run = tmp_path / "run"
+    run.mkdir()
+    store = ResultsStore(run)
+    store.append(utility_rows())
+    store.append(extraction_rows())
+    store.append(service_rows())
+    store.append(detection_rows())
+    scores = run / "detection"
+    scores.mkdir()
+    rng = np.random.default_rng(0)
+    for det, attack in DET_TOP:
+        for budget in DET_BUDGETS:
+            shift = 2.0 if (det, attack) == ("same", "copycat") else 0.3
+            np.savez_compressed(scores / f"{det}__{attack}__{budget}.npz", benign=rng.normal(size=60),
+                                attack=rng.normal(shift, size=budget))
+    summary = full_summary(run)
+    summary["defences"] = ACTIVE_DEFENCES
+    summary["detectors"] = DETECTORS
+    summary["detection"] = {"benign": "test (evaluation)", "benign_samples": 60, "calibration_samples": 60,
+                            "outliers": "outliers", "budgets": DET_BUDGETS, "malicious_ratio": 0.5,
+                            "ratio_sweep": [0.1, 0.9], "prada_clients": [1, 4], "attacks": None}
+    write_summary(run, summary)
+    return run
+
+
+def section(html: str, section_id: str) -> str:
+    match = re.search(rf'<section id="{section_id}">(.*?)</section>', html, re.S)
+    assert match, section_id
+    return match.group(1)
+
+
+def test_report_detection_sections(detection_run_dir: Path):
+    html = build_report(detection_run_dir).read_text(encoding="utf-8")
+    det = section(html, "detection")
+    # 1. ROC curves from the saved scores, one panel per attack, one line per score-based detector.
+    assert "ROC curves at 200 attack queries" in det
+    assert 'aria-label="fig-roc"' in det
+    # 2. Comparison tables, one per detection budget, in percent; the best per column highlighted.
+    assert "Detector comparison at 100 attack queries" in det and "Detector comparison at 200 attack queries" in det
+    assert '<td class="num gstart best">93.4</td>' in det  # SAME's AUROC against copycat: the best
+    assert '<td class="num best">23.3</td>' in det  # SAME's FPR@95%TPR against copycat: the lowest
+    assert "61.2" in det and "88.4" in det  # msp at 200, same at 100 (93.4 - 5)
+    # 3. Detector cost.
+    assert "Detector cost" in det
+    assert "25.00×" in det and "0.0525" in det and "42.0 s (cached)" in det and "1 min 15 s" in det
+    assert "replaces victim" in det and "0.961" in det
+    # 4. Malicious-ratio sweep.
+    assert "10% attack" in det and "90% attack" in det and "12.3" in det and "98.7" in det
+    assert "50% attack" in det  # the headline ratio, for reference
+    # 5. SAME ablation (same and same_x present).
+    ablation = det[det.index('id="detection-ablation"'):]
+    assert "SAME-X (input only)" in ablation and "SAME (input and label)" in ablation
+    # 6. PRADA per client.
+    clients = det[det.index('id="detection-clients"'):det.index('id="detection-cost"')]
+    assert "4 clients" in clients and "never" in clients and ">57<" in clients and ">25<" in clients
+    assert 'class="flag-bad">yes' in clients
+    # 7. Active defences: honest users vs attacker behind reject.
+    active = section(html, "active")
+    reject = active[active.index("reject"):]
+    assert '<td class="num gstart">91.3</td><td class="num">0.0440</td><td class="num">0.0710</td>' in reject
+    # the attacker: a quarter of its queries answered, slower, and a poor copy
+    assert '<td class="num gstart">25.0</td><td class="num">0.0610</td><td class="num">0.300 ± 0.000</td>' in reject
+    assert '<td class="num gstart">100.0</td><td class="num">0.0310</td>' in active  # honest users, no defence
+    # Nav links, and the detection kinds are no longer listed as "not shown".
+    assert 'href="#detection"' in html and 'href="#active"' in html
+    assert "“detection” row" not in html and "“detector” row" not in html
+    # Attack-specific extraction metrics appear in the full table without breaking it.
+    assert "max parameter error" in html and "0.012" in html
+    # Still self-contained with unique ids.
+    assert external_references(html) == []
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids))
+    assert build_report(detection_run_dir).read_text(encoding="utf-8") == html  # deterministic
+
+
+def test_report_detection_without_score_files(detection_run_dir: Path):
+    import shutil
+
+    shutil.rmtree(detection_run_dir / "detection")
+    html = build_report(detection_run_dir).read_text(encoding="utf-8")
+    det = section(html, "detection")
+    assert "fig-roc" not in det and "Detector comparison at 200 attack queries" in det
+
+
+def test_report_without_detection_has_no_detection_sections(run_dir: Path):
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    assert 'id="detection"' not in html and 'href="#detection"' not in html
+    assert 'id="active"' not in html  # no active defence, every query answered
+    assert "fig-roc" not in html
+    # The unknown detection metric of this run is still reported as not shown.
+    assert "“detection” row" in html
