@@ -8,7 +8,12 @@ Columns: model, unknowns, queries, 1-R_test and 1-R_unif (total variation; for l
 the label agreement), the parameter error where the victim is linear, wall time, and the paper's
 numbers on Adult beside ours. About three minutes on one core (MLP fits are most of it).
 
-    python benchmarks/tramer.py [--skip-mlp]
+Then Fredrikson et al.'s model inversion (ART's MIFace) on the softmax copy extracted from the
+digits victim (made differentiable by tramer_models.as_pytorch_classifier) and on the victim itself
+(white-box): per class, the mean absolute pixel difference and correlation of the two class
+representatives (and a PNG grid under --out when given).
+
+    python benchmarks/tramer.py [--skip-mlp] [--out DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from art.defences.postprocessor import Rounded
 from stealcheck.adapters.data import SklearnTabularParams, sklearn_tabular
 from stealcheck.adapters.sklearn_victim import SklearnVictim, SklearnVictimParams
 from stealcheck.attacks.tramer import EquationSolving, LowdMeek, Retraining
+from stealcheck.attacks.tramer_models import as_pytorch_classifier
 from stealcheck.attacks.tramer_trees import PathFinding
 from stealcheck.cache import Cache
 from stealcheck.datasets import DataContext
@@ -85,9 +91,55 @@ def run_equation(label, victim, test, unif, family, multiples, decimals=None, **
             paper=PAPER.get((family, mult), "-") if not decimals else "-")
 
 
+def inversion(victim, out: Path | None, max_iter: int = 1000, learning_rate: float = 0.1) -> None:
+    """MIFace on the softmax copy extracted at 1x unknowns and on the white-box victim, compared per class."""
+    from art.attacks.inference.model_inversion import MIFace
+
+    attack = EquationSolving(oracle(victim), family="softmax")
+    ((queries, copy),) = list(attack.iter_extract())
+    differentiable = as_pytorch_classifier(copy.model_family, copy.theta, victim.input_shape, victim.clip_values)
+    classes = np.arange(victim.nb_classes)
+    x0 = np.full((len(classes), *victim.input_shape), 0.5)  # mid-grey start; threshold 1: run all max_iter steps
+    reps = {}
+    for name, clf in (("copy", differentiable), ("victim", victim.classifier)):
+        start = time.perf_counter()
+        reps[name] = MIFace(clf, max_iter=max_iter, threshold=1.0, learning_rate=learning_rate,
+                            batch_size=len(classes), verbose=False).infer(x0.copy(), classes)
+        print(f"MIFace on the {name}: {time.perf_counter() - start:.1f} s")
+    a, b = (reps[k].reshape(len(classes), -1) for k in ("copy", "victim"))
+    mad = np.abs(a - b).mean(axis=1)
+    corr = np.array([np.corrcoef(a[k], b[k])[0, 1] for k in classes])
+    conf = victim.predict_proba(a.astype(np.float32))[classes, classes]
+    print(f"\nModel inversion (MIFace, {max_iter} steps, lr {learning_rate}) of the softmax copy ({queries} queries) "
+          "vs of the victim (white-box), digits:\n")
+    print("| class | mean abs pixel diff | correlation | victim's p(class) on the copy's inversion |")
+    print("|---|---|---|---|")
+    for k in classes:
+        print(f"| {k} | {mad[k]:.4f} | {corr[k]:.4f} | {conf[k]:.4f} |")
+    print(f"| mean | {mad.mean():.4f} | {corr.mean():.4f} | {conf.mean():.4f} |", flush=True)
+    if out is not None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(2, len(classes), figsize=(len(classes), 2.3))
+        for row_i, (name, imgs) in enumerate((("copy", a), ("victim", b))):
+            for k in classes:
+                ax = axes[row_i, k]
+                ax.imshow(imgs[k].reshape(8, 8), cmap="gray", vmin=0, vmax=1)
+                ax.set_xticks([]), ax.set_yticks([])
+                if k == 0:
+                    ax.set_ylabel(name)
+        out.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out / "tramer_miface_digits.png", dpi=100, bbox_inches="tight")
+        print(f"saved {out / 'tramer_miface_digits.png'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-mlp", action="store_true", help="leave out the MLP (most of the time)")
+    ap.add_argument("--skip-inversion", action="store_true", help="leave out the MIFace comparison")
+    ap.add_argument("--out", type=Path, default=None, help="folder for the model-inversion PNG grid")
     args = ap.parse_args()
     rng = np.random.default_rng(2016)
     cache = Cache(tempfile.mkdtemp(prefix="tramer-bench-"))
@@ -133,6 +185,9 @@ def main() -> None:
             start = time.perf_counter()
             copy = PathFinding(o, variant=variant, eps=1e-4).extract()
             row(f"tree {name}, {variant}", tree, test, copy, o.queries_used, time.perf_counter() - start, unif)
+
+    if not args.skip_inversion:
+        inversion(softmax, args.out)
 
 
 if __name__ == "__main__":

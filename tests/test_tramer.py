@@ -277,3 +277,30 @@ def test_a_scenario_runs_with_parameter_error_rows(tmp_path):
     assert value("none", "param_max_abs_error") < 1e-6 and value("none", "r_test") < 1e-6
     assert value("none", "queries_used") == 31 and value("none", "queries_per_unknown") == 1.0
     assert value("rounded", "param_max_abs_error") > 1e-3
+
+
+def test_model_inversion_on_the_extracted_copy_matches_the_victim():
+    """Fredrikson et al.'s MIFace on the equation-solving copy vs on the victim (white-box). A softmax
+    copy from 1x unknowns has parameter error ~1e-6, so both class representatives should be the same
+    image; the 0.95 floor is far above what an unrelated model gives (a copy of another random victim
+    correlates about 0 with it) and leaves room for ART's float32 steps."""
+    from art.attacks.inference.model_inversion import MIFace
+
+    from stealcheck.attacks.tramer_models import as_pytorch_classifier
+
+    d, c = 16, 4
+    victim = FamilyVictim("softmax", d, c, seed=5)
+    attack = EquationSolving(oracle_for(victim, d, c), family="softmax")
+    ((_, copy),) = list(attack.iter_extract())
+    copy_clf = as_pytorch_classifier(copy.model_family, copy.theta, (d,), (0.0, 1.0))
+    x = uniform(d, 50)
+    assert np.max(np.abs(copy_clf.predict(x) - copy.predict_proba(x))) < 1e-6
+    victim_clf = as_pytorch_classifier(victim.family, victim.theta, (d,), (0.0, 1.0))
+    other = as_pytorch_classifier(victim.family, FamilyVictim("softmax", d, c, seed=6).theta, (d,), (0.0, 1.0))
+    y = np.arange(c)
+    reps = [MIFace(clf, max_iter=100, threshold=1.0, learning_rate=0.1, batch_size=c, verbose=False)
+            .infer(np.full((c, d), 0.5), y) for clf in (copy_clf, victim_clf, other)]
+    corr = [np.corrcoef(reps[0][k], reps[1][k])[0, 1] for k in y]
+    assert min(corr) > 0.95, corr
+    assert np.mean(np.abs(reps[0] - reps[1])) < 0.02
+    assert np.mean([np.corrcoef(reps[2][k], reps[1][k])[0, 1] for k in y]) < 0.8

@@ -211,8 +211,10 @@ class EquationSolving(ExtractionAttack):
         family = self.model_
         metrics = {"unknowns": float(family.unknowns), "queries_per_unknown": queries / family.unknowns,
                    **parameter_error(family, theta, self.reference_parameters)}
-        return ExtractedClassifier(lambda x: family.proba(theta, x), self.estimator.input_shape, family.c,
+        copy = ExtractedClassifier(lambda x: family.proba(theta, x), self.estimator.input_shape, family.c,
                                    self.estimator.clip_values, metrics, description=f"equation solving ({family.kind})")
+        copy.model_family, copy.theta = family, theta  # for white-box use: tramer_models.as_pytorch_classifier
+        return copy
 
     def _ask(self, x: np.ndarray) -> np.ndarray:
         shaped = x.reshape(len(x), *self.estimator.input_shape).astype(np.float32)
