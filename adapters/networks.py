@@ -100,6 +100,25 @@ def train_steps(n_samples: int, epochs: int, batch_size: int, min_steps: int, ma
     return int(min(max(epochs * per_epoch, min_steps), max_steps))
 
 
+def one_cycle_train(parameters: Any, *, steps: int, lr: float, batch_loss: Callable[[], torch.Tensor],
+                    desc: str = "training", progress: bool = False) -> float:
+    """The training loop every network here shares: ``steps`` Adam steps on ``batch_loss()`` (which
+    draws its own batch) with a one-cycle schedule peaking at ``lr``. Returns the mean loss of the
+    last 10% of steps."""
+    opt = torch.optim.Adam(parameters, lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    tail: list[float] = []
+    for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False, unit="step"):
+        loss = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step >= steps * 0.9:
+            tail.append(float(loss.detach()))
+    return float(np.mean(tail)) if tail else float("nan")
+
+
 def fit_network(net: nn.Module, x: np.ndarray, y_soft: np.ndarray, *, steps: int, batch_size: int, lr: float,
                 seed: int, preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 desc: str = "training", progress: bool = False) -> float:
@@ -115,23 +134,18 @@ def fit_network(net: nn.Module, x: np.ndarray, y_soft: np.ndarray, *, steps: int
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.ascontiguousarray(y_soft, dtype=np.float32))
     gen = torch.Generator().manual_seed(int(seed))
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    net.train()
-    tail: list[float] = []
     bs = min(batch_size, len(xt))
-    for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False, unit="step"):
+
+    def batch_loss() -> torch.Tensor:
         idx = torch.randint(0, len(xt), (bs,), generator=gen)
         xb = xt[idx] if preprocess is None else preprocess(xt[idx])
-        loss = -(yt[idx] * F.log_softmax(net(xb), dim=1)).sum(dim=1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step >= steps * 0.9:
-            tail.append(float(loss.detach()))
+        return -(yt[idx] * F.log_softmax(net(xb), dim=1)).sum(dim=1).mean()
+
+    net.train()
+    tail = one_cycle_train(net.parameters(), steps=steps, lr=lr, batch_loss=batch_loss, desc=desc,
+                           progress=progress)
     net.eval()
-    return float(np.mean(tail)) if tail else float("nan")
+    return tail
 
 
 def one_hot(y: np.ndarray, nb_classes: int) -> np.ndarray:

@@ -254,9 +254,13 @@ def test_validation_catches_incompatible_choices(scenario, message):
 
 
 def test_compatible_choices_validate():
-    build_scenario(tabular("path_finding", serve="leaf", model="decision_tree"))
-    build_scenario(tabular({"retraining": {"use_probability": False}}, serve="label"))
-    build_scenario(tabular("lowd_meek", serve="label"))
+    # The counterparts of the rejected choices above load, with the output mode they asked for.
+    for item, serve, extra in (("path_finding", "leaf", {"model": "decision_tree"}),
+                               ({"retraining": {"use_probability": False}}, "label", {}),
+                               ("lowd_meek", "label", {})):
+        scenario = build_scenario(tabular(item, serve=serve, **extra))
+        assert scenario.victim.output == serve
+        assert scenario.attacks[0].plugin == (item if isinstance(item, str) else next(iter(item)))
 
 
 def test_a_scenario_runs_with_parameter_error_rows(tmp_path):

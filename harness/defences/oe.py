@@ -44,12 +44,13 @@ def train_with_outliers(modules: list[Any], ctx: DetectorContext, recipe: dict[s
     """Train ``modules`` jointly: each step draws an in-distribution batch (x, y) from ``ctx.train``
     and an outlier batch from ``ctx.outliers`` and minimises ``step_loss(x, y, x_outlier)``.
 
-    Mirrors ``fit_network``: Adam over all parameters, one-cycle schedule peaking at ``lr``,
-    batches drawn with replacement from a generator seeded with ``ctx.seed``. Returns the mean loss
+    The loop is ``fit_network``'s (``one_cycle_train``): Adam over all parameters, one-cycle schedule
+    peaking at ``lr``, batches drawn with replacement from a generator seeded with ``ctx.seed``. Returns the mean loss
     of the last 10% of steps. Modules are left in eval mode.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from stealcheck.adapters.networks import one_cycle_train
 
     if ctx.train.y is None:
         raise ValueError("the victim's training data has no labels; a victim cannot be retrained on it")
@@ -61,25 +62,19 @@ def train_with_outliers(modules: list[Any], ctx: DetectorContext, recipe: dict[s
     steps, lr = recipe["steps"], recipe["lr"]
     bs, obs = min(recipe["batch_size"], len(x_in)), min(recipe["outlier_batch_size"], len(x_out))
     gen = torch.Generator().manual_seed(int(ctx.seed))
-    params = [p for m in modules for p in m.parameters()]
-    opt = torch.optim.Adam(params, lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    for m in modules:
-        m.train()
-    tail: list[float] = []
-    for step in tqdm(range(steps), desc=desc, disable=not ctx.progress, leave=False, unit="step"):
+
+    def batch_loss() -> Any:
         idx = torch.randint(0, len(x_in), (bs,), generator=gen)
         odx = torch.randint(0, len(x_out), (obs,), generator=gen)
-        loss = step_loss(x_in[idx], y_in[idx], x_out[odx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step >= steps * 0.9:
-            tail.append(float(loss.detach()))
+        return step_loss(x_in[idx], y_in[idx], x_out[odx])
+
+    for m in modules:
+        m.train()
+    tail = one_cycle_train([p for m in modules for p in m.parameters()], steps=steps, lr=lr,
+                           batch_loss=batch_loss, desc=desc, progress=ctx.progress)
     for m in modules:
         m.eval()
-    return float(np.mean(tail)) if tail else float("nan")
+    return tail
 
 
 def network_probabilities(net: Any, x: np.ndarray) -> np.ndarray:
