@@ -252,11 +252,11 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
     test = data("test")
     if m.evaluation.test_limit:
         test = test.subset(np.arange(min(len(test), m.evaluation.test_limit)))
-    needs_pool = any(uses_pool(registry.attacks.get(a.plugin)) for a in scenario.attacks)
+    needs_pool = any(uses_pool(registry.attacks.get(a.plugin), a.params) for a in scenario.attacks)
     pool = data("attacker") if needs_pool else None
     for a in scenario.attacks:
         largest = max(scenario.budgets_of(a))
-        if pool is not None and uses_pool(registry.attacks.get(a.plugin)) and len(pool) < largest:
+        if pool is not None and uses_pool(registry.attacks.get(a.plugin), a.params) and len(pool) < largest:
             raise ScenarioError(f"the attacker pool holds {len(pool)} samples, fewer than the largest budget "
                                 f"of attack '{a.id}' ({largest}).", path="budgets")
     if test.y is not None and test.y.max() >= victim.nb_classes:
@@ -340,7 +340,8 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
                             "version": summary["stealcheck_version"],
                             # an active defence depends on its detector and the calibration split
                             "detectors": ([r.to_dict() for r in scenario.detectors],
-                                          m.detection.model_dump(mode="json")) if d.id in driven else None})
+                                          m.detection.model_dump(mode="json"))
+                            if d.id in driven or uses_detectors(a) else None})
     bar = tqdm(total=len(cells), desc="cells", disable=not progress, unit="cell")
 
     def make_oracle(defence_id: str, budget: int | None) -> Oracle:
@@ -388,7 +389,7 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
         oracle = make_oracle(d.id, max(budgets))
         ctx = AttackContext(
             oracle=oracle, pool=pool, budgets=budgets, thief_spec=m.thief, seed=seed, progress=progress,
-            load_data=data,
+            load_data=data, detectors={i: f.detector for i, f in fitted.items()},
             make_thief=lambda: make_thief(m.thief, thief_arch, thief_arch_params, victim.input_shape,
                                           victim.nb_classes, victim.clip_values, seed, progress=progress))
         attack = registry.attacks.get(a.plugin).obj(a.params)
@@ -442,6 +443,20 @@ def service_rows(record: ClientRecord) -> list[dict]:
              "value": float(np.percentile(seconds, 95) * 1e3) if len(seconds) else float("nan")}]
 
 
+def uses_detectors(a) -> bool:
+    """Whether an attack reads the deployed detectors' scores (an adaptive attacker)."""
+    refs = registry.attacks.get(a.plugin).meta.get("detector_refs")
+    return bool(refs(a.params)) if callable(refs) else False
+
+
+def attack_pool_size(a, info, pool: Dataset | None, data: "_Data") -> int | None:
+    """How many distinct proxy samples an attack can query (None: it does not sample a pool)."""
+    size_of = info.meta.get("pool_size")
+    if callable(size_of):
+        return size_of(a.params, pool, data)
+    return len(pool) if uses_pool(info, a.params) and pool is not None else None
+
+
 def _detection_phase(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[str],
                      fitted: dict[str, dt.FittedDetector], defender: dt.DefenderData, victim: Victim, data: _Data,
                      pool: Dataset | None, cache: Cache, victim_identity: Any, thief_arch: str,
@@ -462,25 +477,28 @@ def _detection_phase(scenario: Scenario, run_dir: Path, store: ResultsStore, don
             continue
         info = registry.attacks.get(a.plugin)
         budgets = list(spec.budgets)
-        if uses_pool(info) and pool is not None:
-            budgets = [b for b in spec.budgets if b <= len(pool)]
+        size = attack_pool_size(a, info, pool, data)
+        if size is not None:
+            budgets = [b for b in spec.budgets if b <= size]
             if budgets != list(spec.budgets):
                 log.warning("detection: attack %s scored at %s only: its pool holds %d samples", a.id,
-                            budgets or "no budget", len(pool))
+                            budgets or "no budget", size)
             if not budgets:
                 continue
 
         def make_ctx(oracle: Oracle, budgets: list[int]) -> AttackContext:
             return AttackContext(
                 oracle=oracle, pool=pool, budgets=budgets, thief_spec=m.thief, seed=seed, progress=progress,
-                load_data=data,
+                load_data=data, detectors={i: f.detector for i, f in fitted.items()},
                 make_thief=lambda: make_thief(m.thief, thief_arch, thief_arch_params, victim.input_shape,
                                               victim.nb_classes, victim.clip_values, seed, progress=progress))
 
         key_parts = {"victim": victim_identity, "output": [scenario.victim.output, scenario.victim.top_k],
                      "seed": seed, "thief": summary["thief"],
                      "data": {role: data.fingerprint(role) for role in sorted(scenario.data)},
-                     "version": summary["stealcheck_version"]} if victim_identity else None
+                     "version": summary["stealcheck_version"],
+                     "detectors": ([r.to_dict() for r in scenario.detectors], m.detection.model_dump(mode="json"))
+                     if uses_detectors(a) else None} if victim_identity else None
         t0 = time.perf_counter()
         queries = dt.collect_attack_queries(scenario, a, budgets, victim, make_ctx, cache, key_parts)
         log.info("detection: %s queries collected (%.1fs)", a.id, time.perf_counter() - t0)

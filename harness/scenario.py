@@ -596,9 +596,13 @@ def _resolve_data(raw: dict) -> dict[str, DataRef]:
     return refs
 
 
-def uses_pool(info: registry.PluginInfo) -> bool:
-    """Whether an attack samples the attacker's pool (data-free attacks do not)."""
-    return bool(info.meta.get("uses_pool", True))
+def uses_pool(info: registry.PluginInfo, params: Any = None) -> bool:
+    """Whether an attack samples the attacker's pool ``data.attacker`` (data-free attacks do not; an attack
+    may draw its proxy from another data set, decided by its params)."""
+    flag = info.meta.get("uses_pool", True)
+    if callable(flag):
+        return bool(flag(params)) if params is not None else True
+    return bool(flag)
 
 
 def check_scenario(scenario: Scenario) -> None:
@@ -629,7 +633,7 @@ def check_scenario(scenario: Scenario) -> None:
         problem = info.meta["check_victim"](ref.params, scenario.victim) if "check_victim" in info.meta else None
         if problem:
             raise ScenarioError(f"attack '{ref.id}': {problem}", path=f"attacks.{i}")
-        if uses_pool(info) and "attacker" not in scenario.data:
+        if uses_pool(info, ref.params) and "attacker" not in scenario.data:
             raise ScenarioError(f"attack '{ref.id}' samples the attacker's pool, so data.attacker is required.",
                                 path="data")
         if info.meta.get("needs_labels") and callable(info.meta["needs_labels"]) and info.meta["needs_labels"](ref.params):
@@ -644,8 +648,11 @@ def check_scenario(scenario: Scenario) -> None:
                 raise ScenarioError(f"attack '{ref.id}' uses the data set '{role}', which data does not define."
                                     f"{did_you_mean(role, list(scenario.data))} Defined: {', '.join(scenario.data)}.",
                                     path=f"attacks.{i}")
+        refs = info.meta.get("detector_refs")
+        for det in (refs(ref.params) if callable(refs) else []):
+            _check_score_detector(scenario, det, f"attack '{ref.id}' avoids", f"attacks.{i}")
     _check_detection(scenario)
-    pooled = [(i, a) for i, a in enumerate(scenario.attacks) if uses_pool(registry.attacks.get(a.plugin))]
+    pooled = [(i, a) for i, a in enumerate(scenario.attacks) if uses_pool(registry.attacks.get(a.plugin), a.params)]
     if not pooled:
         return
     attacker = scenario.data["attacker"]
@@ -668,10 +675,21 @@ def benign_role(scenario: Scenario) -> str:
     return "benign" if "benign" in scenario.data else "test"
 
 
+def _check_score_detector(scenario: Scenario, det: Any, who: str, path: str) -> None:
+    """``det`` names a declared detector that scores single queries (not a per-client one)."""
+    detector_ids = {d.id: d for d in scenario.detectors}
+    if det not in detector_ids:
+        known = ", ".join(detector_ids) or "none declared"
+        raise ScenarioError(f"{who} detector '{det}', which the scenario's detectors list does not declare."
+                            f"{did_you_mean(str(det), list(detector_ids))} Known: {known}.", path=path)
+    if getattr(registry.detectors.get(detector_ids[det].plugin).obj, "per_client", False):
+        raise ScenarioError(f"{who} detector '{det}', which flags clients (per-client history) instead of scoring "
+                            "single queries: a per-query score is needed.", path=path)
+
+
 def _check_detection(scenario: Scenario) -> None:
     """Detectors, active defences and the detection section fit together."""
     spec = scenario.model.detection
-    detector_ids = {d.id: d for d in scenario.detectors}
     attack_ids = [a.id for a in scenario.attacks]
     for j, aid in enumerate(spec.attacks or []):
         if aid not in attack_ids:
@@ -696,12 +714,5 @@ def _check_detection(scenario: Scenario) -> None:
         info = registry.defences.get(ref.plugin)
         if not info.meta.get("needs_detector"):
             continue
-        det = getattr(ref.params, "detector", None)
-        if det not in detector_ids:
-            known = ", ".join(detector_ids) or "none declared"
-            raise ScenarioError(f"defence '{ref.id}' is driven by detector '{det}', which the scenario's detectors "
-                                f"list does not declare.{did_you_mean(str(det), list(detector_ids))} Known: {known}.",
-                                path=f"defences.{i}.detector")
-        if getattr(registry.detectors.get(detector_ids[det].plugin).obj, "per_client", False):
-            raise ScenarioError(f"defence '{ref.id}' needs a per-query score, but detector '{det}' flags clients "
-                                "(per-client history), not single queries.", path=f"defences.{i}.detector")
+        _check_score_detector(scenario, getattr(ref.params, "detector", None),
+                              f"defence '{ref.id}' is driven by", f"defences.{i}.detector")

@@ -93,7 +93,7 @@ def report_context(summary: Mapping[str, Any], frame: pd.DataFrame,
     """Everything the template shows, already aggregated and formatted."""
     summary = dict(summary or {})
     data = RunData.from_frame(frame, summary)
-    detection = detection_context(DetectionData.from_frame(frame, summary), summary, scores or {})
+    detection = detection_context(DetectionData.from_frame(frame, summary), summary, scores or {}, data)
     if detection:  # these kinds are shown now: no longer "not shown in this report"
         for kind in ("detection", "detector"):
             data.other_kinds.pop(kind, None)
@@ -609,7 +609,8 @@ def fmt_ratio(value: float) -> str:
 
 
 def detection_context(det: DetectionData, summary: Mapping[str, Any],
-                      scores: Mapping[tuple[str, str, int], Mapping[str, np.ndarray]]) -> dict[str, Any] | None:
+                      scores: Mapping[tuple[str, str, int], Mapping[str, np.ndarray]],
+                      data: "RunData | None" = None) -> dict[str, Any] | None:
     """Every detection sub-section; None when the run has no detection rows (the section is not shown)."""
     if det.empty:
         return None
@@ -631,8 +632,56 @@ def detection_context(det: DetectionData, summary: Mapping[str, Any],
         "ablation": comparison_table(det, same, top, "", labels={d: SAME_PLUGINS[info[d]["plugin"]] for d in same})
         if len(same) >= 2 else None,
         "per_client": per_client_table(det, per_client),
+        "stealth": stealth_context(det, data, summary, scored, info) if data is not None else None,
         "all_metrics": all_detection_metrics(det, scored),
     }
+
+
+#: AUROC below which an attack counts as stealthy in the adaptive-attacker summary
+STEALTH_AUROC = 0.70
+
+
+def stealth_context(det: DetectionData, data: "RunData", summary: Mapping[str, Any], scored: list[str],
+                    info: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Fidelity of each attack's copy (under the baseline defence) against how well detectors catch its
+    queries at the same budget: the adaptive attacker's trade-off. Shown when the scenario varies an
+    attack's stealth (two or more attacks of one plugin, e.g. smaller JBDA steps or a Knockoff pool cut
+    by the detector it avoids)."""
+    baseline = data.baseline or (data.defences[0] if data.defences else None)
+    plugins = as_dict(summary.get("attacks"))
+    families: dict[str, list[str]] = {}
+    for a in det.attacks:
+        families.setdefault(str(plugins.get(a, a)), []).append(a)
+    if baseline is None or not any(len(v) >= 2 for v in families.values()):
+        return None
+    shown = [d for d in scored if as_dict(info.get(d)).get("plugin") in ("fusion", "same")] or scored[:1]
+    rows, points = [], {d: {} for d in shown}
+    for family, attacks in families.items():
+        for a in attacks:
+            for b in det.budgets:
+                fid = data.cell(baseline, a, b, FIDELITY)
+                aurocs = [det.value(d, a, b, "auroc") for d in shown]
+                if not fid[2] or not any(math.isfinite(v) for v in aurocs):
+                    continue
+                rows.append({"family": family, "attack": a, "budget": fmt_budget(b), "fidelity": fmt(fid[0]),
+                             "aurocs": [fmt_pct(v) for v in aurocs], "values": (fid[0], aurocs)})
+                for d, v in zip(shown, aurocs):
+                    if math.isfinite(v):
+                        points[d].setdefault(f"{family} @ {fmt_budget(b)}", []).append((v, fid[0], a))
+    if not rows:
+        return None
+    best = []
+    for j, d in enumerate(shown):
+        under = [(r["values"][0], r["attack"], r["budget"]) for r in rows
+                 if math.isfinite(r["values"][1][j]) and r["values"][1][j] < STEALTH_AUROC]
+        top = max(under) if under else None
+        best.append({"detector": d, "text": (f"{fmt(top[0])} ({top[1]}, {top[2]} queries)" if top
+                                             else f"no attack stays below {fmt_pct(STEALTH_AUROC, 0)}% AUROC")})
+    for r in rows:
+        r.pop("values")
+    return {"detectors": shown, "defence": baseline, "rows": rows, "best": best,
+            "threshold": fmt_pct(STEALTH_AUROC, 0),
+            "figure": plots.stealth_svg(points, prefix="stealth")}
 
 
 def detection_setup(spec: Mapping[str, Any], det: DetectionData) -> list[tuple[str, str]]:

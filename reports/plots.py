@@ -178,12 +178,41 @@ def roc_curves_svg(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequ
             ax.set_xlim(-0.01, 1.01)
             ax.set_ylim(-0.01, 1.02)
             ax.set_aspect("equal", adjustable="box")
-        # A detector may be missing from some panel: the legend gathers every line once.
-        legend: dict[str, object] = {}
-        for ax in axes:
-            for handle, label in zip(*ax.get_legend_handles_labels()):
-                legend.setdefault(label, handle)
-        if legend:
-            fig.legend(list(legend.values()), list(legend), loc="outside lower center",
-                       ncols=min(len(legend), 5), fontsize=8.5)
+        _shared_legend(fig, axes, 5)
     return svg_string(fig, prefix)
+
+
+def stealth_svg(points: Mapping[str, Mapping[str, Sequence[tuple[float, float, str]]]], *, prefix: str) -> str:
+    """One panel per detector: each attack family's (detection AUROC, copy fidelity) points, joined in
+    order of AUROC and labelled with the attack id — the adaptive attacker's stealth / quality curve."""
+    detectors = [d for d in points if points[d]]
+    fig, axes = _new_figure(max(1, len(detectors)), (4.2, 3.3))
+    with matplotlib.rc_context(_RC):
+        for ax, detector in zip(axes, detectors):
+            for i, (family, pts) in enumerate(points[detector].items()):
+                pts = sorted(pts)
+                xs = [100 * p[0] for p in pts]
+                ys = [p[1] for p in pts]
+                colour = PALETTE[i % len(PALETTE)]
+                ax.plot(xs, ys, marker="o", linewidth=1.5, color=colour, label=plain(family))
+                for x, y, (_, _, name) in zip(xs, ys, pts):
+                    ax.annotate(plain(name), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7,
+                                color=colour)
+            ax.axvline(70, color="#999999", linestyle=":", linewidth=1.0)
+            ax.set_title(wrap_title(f"detected by {detector}"), loc="left")
+            ax.set_xlabel("detection AUROC (%)")
+            ax.set_ylabel("copy fidelity")
+            ax.set_xlim(40, 101)
+        _shared_legend(fig, axes, 3)
+    return svg_string(fig, prefix)
+
+
+def _shared_legend(fig: Figure, axes, max_cols: int) -> None:
+    """One legend below the panels with every labelled line once (a line may be missing from a panel)."""
+    legend: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="outside lower center",
+                   ncols=min(len(legend), max_cols), fontsize=8.5)

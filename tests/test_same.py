@@ -222,3 +222,23 @@ def test_paper_configuration_is_reachable():
     with torch.no_grad():
         recon, mask = mae(torch.rand(2, 3, 32, 32), paper.mask_ratio)
     assert recon.shape == (2, 3, 32, 32) and int(mask[0].sum()) == 192
+
+
+def test_benign_val_checkpoint_keeps_the_epoch_with_the_lowest_held_out_error(setting):
+    from stealcheck.defences.same import train_mae, unmasked_error
+
+    ctx, held = setting
+    p = SameModelParams(**{**TINY_MAE, "epochs": 5, "checkpoint": "benign_val"})
+    torch.manual_seed(0)
+    mae = MaskedAutoencoder(SHAPE, p)
+    x_val = ctx.train.x[:100]
+    train_mae(mae, ctx.train.x[100:], p, seed=0, x_val=x_val)
+    assert len(mae.val_history) == 5
+    assert mae.best_epoch == int(np.argmin(mae.val_history))
+    assert unmasked_error(mae, x_val).mean() == pytest.approx(min(mae.val_history), rel=1e-5)
+
+
+def test_checkpoint_choice_changes_the_model_key_only_when_used():
+    last = SameModelParams(**TINY_MAE).model_key()
+    assert "checkpoint" not in last  # cache entries from before the option stay valid
+    assert SameModelParams(**TINY_MAE, checkpoint="benign_val").model_key()["checkpoint"] == "benign_val"

@@ -10,12 +10,14 @@ The adaptive strategy runs in :class:`RobustKnockoffNets`, a subclass of ART's K
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator, Literal
 
 import numpy as np
 from art.attacks.extraction import CopycatCNN, KnockoffNets
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stealcheck.datasets import Dataset
 from stealcheck.oracle import CachingClient
 from stealcheck.registry import attacks
 from stealcheck.thief import ThiefClassifier
@@ -133,6 +135,53 @@ class KnockoffParams(BaseModel):
     reward: Literal["cert", "div", "loss", "all"] = Field("all", description="adaptive reward")
     use_probability: bool = Field(True, description="train on the served probabilities (false: on top-1 labels)")
     batch_size_query: int = Field(256, gt=0, description="inputs per query batch sent to the victim")
+    pool_data: str | None = Field(None, description="data set (a role under data:) to draw the proxy pool from "
+                                  "instead of data.attacker — e.g. letters, to measure proxy sensitivity")
+    avoid_detector: str | None = Field(None, description="adaptive attacker: id of a declared detector whose "
+                                       "scores the attacker knows (worst case for the defender); the pool is cut "
+                                       "to the keep_fraction it scores lowest before sampling")
+    keep_fraction: float = Field(1.0, gt=0.0, le=1.0, description="adaptive attacker: share of the pool kept "
+                                 "(the stealth knob: smaller = stealthier, fewer distinct proxy images)")
+
+    @model_validator(mode="after")
+    def _stealth(self) -> "KnockoffParams":
+        if self.keep_fraction < 1.0 and self.avoid_detector is None:
+            raise ValueError("The 'keep_fraction' parameter of knockoff filters the pool by a detector's scores: "
+                             "set avoid_detector to a declared detector id as well.")
+        if self.avoid_detector is not None and self.strategy != "random":
+            raise ValueError("avoid_detector (the adaptive attacker) works with strategy 'random' only.")
+        return self
+
+
+def knockoff_pool(p: KnockoffParams, ctx: AttackContext) -> Dataset:
+    """The proxy pool the attack samples: data.attacker or ``pool_data``, cut by the avoided detector."""
+    if p.pool_data is not None:
+        if ctx.load_data is None:
+            raise ValueError(f"knockoff: pool_data '{p.pool_data}' needs the scenario's data sets")
+        pool = ctx.load_data(p.pool_data)
+    else:
+        pool = ctx.pool
+    if pool is None:
+        raise ValueError("knockoff needs an attacker pool (data.attacker or pool_data)")
+    if p.avoid_detector is not None:
+        if not ctx.detectors or p.avoid_detector not in ctx.detectors:
+            known = ", ".join(ctx.detectors or {}) or "none"
+            raise ValueError(f"knockoff: avoid_detector '{p.avoid_detector}' is not a fitted detector of this run "
+                             f"(fitted: {known}); declare it under detectors:.")
+        scores = np.asarray(ctx.detectors[p.avoid_detector].score(pool.x), dtype=np.float64)
+        keep = int(np.ceil(p.keep_fraction * len(pool)))
+        chosen = np.sort(np.argsort(scores, kind="stable")[:keep])
+        pool = pool.subset(chosen, f"{pool.name} (lowest {p.keep_fraction:g} by {p.avoid_detector})")
+    if len(pool) < max(ctx.budgets):
+        raise ValueError(f"knockoff's pool ({pool.name}) holds {len(pool)} samples, fewer than the largest budget "
+                         f"({max(ctx.budgets)}). Lower the budgets, raise keep_fraction or use a larger pool.")
+    return pool
+
+
+def knockoff_pool_size(p: KnockoffParams, pool: Dataset | None, load_data) -> int | None:
+    """Distinct samples the knockoff attack can query, before running it (for the detection budgets)."""
+    base = load_data(p.pool_data) if p.pool_data is not None else pool
+    return None if base is None else int(np.ceil(p.keep_fraction * len(base)))
 
 
 def _prefix_attack(ctx: AttackContext, make_art_attack) -> Iterator[tuple[int, ThiefClassifier]]:
@@ -151,7 +200,11 @@ def _prefix_attack(ctx: AttackContext, make_art_attack) -> Iterator[tuple[int, T
 
 @attacks.register("knockoff", params=KnockoffParams,
                   needs_output=lambda p: "probabilities" if p.use_probability else None,
-                  needs_labels=lambda p: p.strategy == "adaptive")
+                  needs_labels=lambda p: p.strategy == "adaptive" and p.pool_data is None,
+                  uses_pool=lambda p: p.pool_data is None,
+                  data_roles=lambda p: [p.pool_data] if p.pool_data else [],
+                  detector_refs=lambda p: [p.avoid_detector] if p.avoid_detector else [],
+                  pool_size=knockoff_pool_size)
 class KnockoffAttack:
     """KnockoffNets (Orekondy et al. 2019) from ART: query a natural proxy pool, train on the answers."""
 
@@ -160,6 +213,8 @@ class KnockoffAttack:
 
     def run(self, ctx: AttackContext) -> Iterator[tuple[int, ThiefClassifier]]:
         p, spec = self.params, ctx.thief_spec
+        if p.pool_data is not None or p.avoid_detector is not None:
+            ctx = dataclasses.replace(ctx, pool=knockoff_pool(p, ctx))
         if p.strategy == "random":
             yield from _prefix_attack(ctx, lambda client, budget: KnockoffNets(
                 classifier=client, batch_size_fit=spec.batch_size, batch_size_query=p.batch_size_query,

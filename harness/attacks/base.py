@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -25,6 +25,8 @@ class AttackContext:
     seed: int
     progress: bool = False
     load_data: Callable[[str], Dataset] | None = None  # other named data sets of the scenario (e.g. JBDA seeds)
+    # the scenario's fitted detectors by id (an adaptive attacker that knows the deployed detector reads them)
+    detectors: dict[str, Any] | None = None
 
 
 class AttackPlugin(Protocol):

@@ -76,6 +76,12 @@ class SameModelParams(BaseModel):
                                        "victim's training recipe")
     aux_lr: float | None = Field(None, gt=0, description="auxiliary-model peak learning rate (Adam, one-cycle); "
                                  "null = the victim's training recipe")
+    checkpoint: Literal["last", "benign_val"] = Field(
+        "last", description="which MAE epoch to keep: 'last', or 'benign_val' — hold out val_fraction of the "
+        "training data and keep the epoch whose unmasked reconstruction error (the scoring setting) on it is "
+        "lowest; a benign-only rule, no attack data involved")
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="checkpoint 'benign_val': share of the training "
+                                "data held out from MAE training to choose the epoch")
     score_batch_size: int = Field(512, gt=0, description="queries per forward pass when scoring (memory only; "
                                   "does not change scores)")
     cache: bool = Field(True, description="cache the trained MAE + auxiliary model (shared by same, same_x, same_y)")
@@ -96,7 +102,10 @@ class SameModelParams(BaseModel):
     def model_key(self) -> dict[str, Any]:
         """The fields that change the trained models (not how scores are batched or whether to cache)."""
         dumped = self.model_dump(mode="json")
-        return {k: dumped[k] for k in SameModelParams.model_fields if k not in ("score_batch_size", "cache")}
+        skip = {"score_batch_size", "cache"}
+        if self.checkpoint == "last":  # keys from before checkpoint selection existed stay valid
+            skip |= {"checkpoint", "val_fraction"}
+        return {k: dumped[k] for k in SameModelParams.model_fields if k not in skip}
 
 
 class SameParams(SameModelParams):
@@ -247,9 +256,23 @@ def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def unmasked_error(mae: MaskedAutoencoder, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Per-sample MSE of the unmasked reconstruction (SAME's scoring setting)."""
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32))
+            out.append(((mae(xb, 0.0)[0] - xb) ** 2).flatten(1).mean(dim=1).double().numpy())
+    return np.concatenate(out) if out else np.empty((0,))
+
+
 def train_mae(mae: MaskedAutoencoder, x: np.ndarray, p: SameModelParams, seed: int,
-              progress: bool = False) -> list[float]:
-    """Train ``mae`` on images ``x`` with AdamW, warm-up + cosine; returns the mean loss of each epoch."""
+              progress: bool = False, x_val: np.ndarray | None = None) -> list[float]:
+    """Train ``mae`` on images ``x`` with AdamW, warm-up + cosine; returns the mean loss of each epoch.
+
+    With ``x_val`` (benign held-out images) the weights of the epoch with the lowest mean unmasked
+    reconstruction error on ``x_val`` are restored at the end; ``mae.val_history`` and
+    ``mae.best_epoch`` record the choice."""
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     gen = torch.Generator().manual_seed(int(seed))
     bs = min(p.batch_size, len(xt))
@@ -260,8 +283,10 @@ def train_mae(mae: MaskedAutoencoder, x: np.ndarray, p: SameModelParams, seed: i
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, warmup, total))
     mae.train()
     history: list[float] = []
+    val_history: list[float] = []
+    best: tuple[float, int, dict] | None = None
     bar = tqdm(total=total, desc="training SAME's MAE", disable=not progress, leave=False, unit="step")
-    for _ in range(p.epochs):
+    for epoch in range(p.epochs):
         perm = torch.randperm(len(xt), generator=gen)
         losses = []
         for i in range(0, len(xt), bs):
@@ -276,7 +301,17 @@ def train_mae(mae: MaskedAutoencoder, x: np.ndarray, p: SameModelParams, seed: i
             bar.update(1)
         history.append(float(np.mean(losses)))
         bar.set_postfix(loss=f"{history[-1]:.4f}")
+        if x_val is not None and len(x_val):
+            mae.eval()
+            val_history.append(float(unmasked_error(mae, x_val).mean()))
+            mae.train()
+            if best is None or val_history[-1] < best[0]:
+                best = (val_history[-1], epoch, {k: v.detach().clone() for k, v in mae.state_dict().items()})
     bar.close()
+    if best is not None:
+        mae.load_state_dict(best[2])
+    mae.val_history = val_history
+    mae.best_epoch = best[1] if best is not None else p.epochs - 1
     mae.eval()
     return history
 
@@ -334,7 +369,12 @@ class _SameBase(Detector):
         p = self.params
         torch.manual_seed(ctx.seed)  # weight initialisation of both models
         self.mae_ = MaskedAutoencoder(tuple(ctx.input_shape), p)
-        self.mae_loss_history_ = train_mae(self.mae_, ctx.train.x, p, ctx.seed, ctx.progress)
+        x_train, x_val = ctx.train.x, None
+        if p.checkpoint == "benign_val":
+            perm = np.random.default_rng(ctx.seed + 15485863).permutation(len(x_train))
+            n_val = max(1, int(round(p.val_fraction * len(x_train))))
+            x_train, x_val = x_train[np.sort(perm[n_val:])], x_train[np.sort(perm[:n_val])]
+        self.mae_loss_history_ = train_mae(self.mae_, x_train, p, ctx.seed, ctx.progress, x_val=x_val)
         self.aux_ = ctx.make_network()
         mae = self.mae_
         gen = torch.Generator().manual_seed(int(ctx.seed) + 1)
@@ -383,6 +423,18 @@ class _SameBase(Detector):
         ``deviation`` (s2, KL of the victim on x against the auxiliary model on the reconstruction)."""
         t = self._raw_terms(x)
         return {"reconstruction": t[:, 0], "deviation": t[:, 1]}
+
+    def masked_reconstruction_error(self, x: np.ndarray, draws: int, ratio: float, seed: int = 0) -> np.ndarray:
+        """Per-sample MSE on masked patches, averaged over ``draws`` random masks of ``ratio`` (seeded)."""
+        gen = torch.Generator().manual_seed(int(seed))
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        total = torch.zeros(len(xt), dtype=torch.float64)
+        with torch.inference_mode():
+            for _ in range(draws):
+                recon, mask = self.mae_(xt, ratio, gen)
+                per_patch = ((self.mae_.patchify(recon) - self.mae_.patchify(xt)) ** 2).mean(dim=2)
+                total += ((per_patch * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)).double()
+        return (total / draws).numpy()
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """Unmasked MAE reconstructions of ``x`` (for inspection and reports)."""

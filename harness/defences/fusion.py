@@ -1,0 +1,394 @@
+"""Signal fusion: several cheap, complementary per-query signals, each standardised on benign data,
+combined by a rule fitted on benign data only, thresholded for a target benign false-positive rate.
+
+Why: no single signal holds across extraction attacks (CALIBRATION.md; stealcheck's ``same_mnist``
+run). Reconstruction error misses proxy-set queries that reconstruct *better* than benign ones,
+confidence scores (max-softmax, energy) miss JBDA's near-in-distribution steps. The defender does
+not know which attack will come, so the combination must not be tuned on attack queries: every
+statistic here comes from the victim's training data or from held-out benign queries.
+
+Signals (``signals:``; each oriented so that higher = less like benign data):
+
+- ``pixel_density``: negative log-likelihood of the query under per-input-feature intensity
+  histograms (``pixel_bins`` bins over the input range, Laplace-smoothed) fitted on the victim's
+  training data — a naive per-pixel density model. Dense small perturbations (JBDA's steps) move
+  pixels that are nearly constant in benign data (a digit's background) into rare bins. Costs a
+  table lookup per input feature.
+- ``energy``: -logsumexp(logits) of the victim (needs its logits).
+- ``msp``: 1 - max softmax probability of the victim.
+- ``feature_knn``: cosine distance from the query's penultimate-layer features to its
+  ``knn_k``-th nearest training sample (Sun et al., ICML 2022; needs the victim network: the
+  features are the input of its last linear layer).
+- ``feature_mahalanobis``: class-conditional Mahalanobis distance on the same features, shared
+  Ledoit-Wolf covariance (Lee et al., NeurIPS 2018), minimum over classes.
+- ``reconstruction`` / ``masked_reconstruction`` / ``deviation``: SAME's terms (unmasked MAE
+  reconstruction error; the error on masked patches averaged over ``masked_draws`` random masks;
+  the victim-vs-auxiliary KL), from the MAE configured under ``mae:`` (shared with the ``same``
+  detectors through the cache when the configuration matches). The most expensive signals.
+
+Fitting (benign only): the histograms, the feature bank and class means come from ``ctx.train``.
+``ctx.calibration`` (benign queries the victim never trained on) is split, seeded, into a
+*standardisation* part — each signal's mean and standard deviation, and for the ``mahalanobis``
+rule the signals' covariance — and a *threshold* part, on which the combined score's
+(1 - ``target_fpr``) quantile becomes ``threshold_``; the threshold's benign FPR is therefore
+measured on data the standardisation never saw.
+
+Rules: ``max`` (default) — the largest standardised signal, monotone in every signal; ``sum`` —
+their sum, monotone too; ``mahalanobis`` — the Mahalanobis distance of the standardised signal
+vector from the benign mean (two-sided: it also flags queries that are *too* typical on one signal,
+such as proxy images that reconstruct better than benign ones; not monotone).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sklearn.covariance import LedoitWolf
+
+from stealcheck.registry import detectors
+
+from .detectors import Detector, DetectorContext
+from .same import SameModelParams
+
+SIGNALS = ("pixel_density", "energy", "msp", "feature_knn", "feature_mahalanobis", "reconstruction",
+           "masked_reconstruction", "deviation")
+MAE_SIGNALS = ("reconstruction", "masked_reconstruction", "deviation")
+FEATURE_SIGNALS = ("feature_knn", "feature_mahalanobis")
+#: the default signals, in order, each used when the victim allows it (see ``resolve_signals``)
+DEFAULT_SIGNALS = ("pixel_density", "energy", "feature_knn")
+
+
+class FusionParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    signals: list[Literal[SIGNALS]] | None = Field(  # type: ignore[valid-type]
+        None, description="signals to combine, from " + ", ".join(SIGNALS) + "; null = pixel_density, energy and "
+        "feature_knn, each where the victim allows it (energy needs logits, feature_knn the victim network; "
+        "msp replaces energy without logits)")
+    rule: Literal["max", "sum", "mahalanobis"] = Field(
+        "max", description="how standardised signals combine: 'max' (monotone), 'sum' (monotone) or "
+        "'mahalanobis' (distance from the benign mean in signal space, two-sided)")
+    target_fpr: float = Field(0.05, gt=0.0, lt=1.0, description="benign false-positive rate the threshold is set "
+                              "for (threshold_ / flag(x)), measured on the calibration's threshold part")
+    standardize_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of the benign calibration data "
+                                        "used to standardise the signals; the rest sets the threshold")
+    pixel_bins: int = Field(16, ge=2, le=256, description="pixel_density: histogram bins per input feature over "
+                            "the input range")
+    knn_k: int = Field(10, gt=0, description="feature_knn: distance to the k-th nearest training sample")
+    bank_size: int = Field(5000, gt=0, description="feature_knn / feature_mahalanobis: training samples kept "
+                           "(seeded subsample when the training set is larger)")
+    masked_draws: int = Field(4, gt=0, description="masked_reconstruction: random masks averaged per query")
+    masked_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="masked_reconstruction: share of patches masked")
+    mae: SameModelParams = Field(default_factory=lambda: SameModelParams(patch_size=7),
+                                 description="the MAE (and auxiliary model) behind the reconstruction signals; "
+                                 "same keys as the 'same' detector's model params (default: patch 7, the cheaper "
+                                 "scoring path)")
+    score_batch_size: int = Field(512, gt=0, description="queries per forward pass when scoring (memory only)")
+
+    @field_validator("signals")
+    @classmethod
+    def _distinct(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("The 'signals' parameter of fusion needs at least one signal (or null for the "
+                                 "defaults).")
+            dup = sorted({s for s in v if v.count(s) > 1})
+            if dup:
+                raise ValueError(f"The 'signals' parameter of fusion lists {dup} more than once.")
+        return v
+
+
+def last_linear(net: nn.Module) -> nn.Linear | None:
+    """The network's last ``nn.Linear`` (its classification head), or None."""
+    found = None
+    for module in net.modules():
+        if isinstance(module, nn.Linear):
+            found = module
+    return found
+
+
+def features_and_logits(net: nn.Module, x: torch.Tensor, head: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass: the head's input (penultimate features, flattened) and the logits."""
+    grabbed: list[torch.Tensor] = []
+    handle = head.register_forward_pre_hook(lambda _m, args: grabbed.append(args[0]))
+    try:
+        logits = net(x)
+    finally:
+        handle.remove()
+    return grabbed[-1].flatten(1), logits
+
+
+def resolve_signals(params: FusionParams, ctx: DetectorContext) -> list[str]:
+    """The signals this detector will use with this victim; a clear error for impossible requests."""
+    has_net = ctx.victim_network is not None and last_linear(ctx.victim_network) is not None
+    has_logits = ctx.logits is not None or has_net
+    if params.signals is None:
+        out = ["pixel_density", "energy" if has_logits else "msp"]
+        if has_net:
+            out.append("feature_knn")
+        return out
+    missing = []
+    for s in params.signals:
+        if s == "energy" and not has_logits:
+            missing.append(f"'{s}' needs the victim's logits (a PyTorch victim)")
+        if s in FEATURE_SIGNALS and not has_net:
+            missing.append(f"'{s}' needs the victim network with a final linear layer (a PyTorch victim)")
+        if s in MAE_SIGNALS and (ctx.make_network is None or len(ctx.input_shape) != 3):
+            missing.append(f"'{s}' needs an image victim with a PyTorch architecture (SAME's MAE and "
+                           "auxiliary model)")
+    if missing:
+        raise ValueError("fusion cannot compute these signals for this victim: " + "; ".join(missing) +
+                         ". Remove them from 'signals' (or use null for the defaults).")
+    return list(params.signals)
+
+
+def combine(z: np.ndarray, rule: str, precision: np.ndarray | None = None) -> np.ndarray:
+    """Combine standardised signals ``z`` (n, k) into one score per row."""
+    if rule == "max":
+        return z.max(axis=1)
+    if rule == "sum":
+        return z.sum(axis=1)
+    if precision is None:
+        raise ValueError("the mahalanobis rule needs the signals' precision matrix (fit first)")
+    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, precision, z), 0.0))
+
+
+@detectors.register("fusion", params=FusionParams)
+class FusionDetector(Detector):
+    """Signal fusion: pixel density, victim energy / max-softmax, penultimate-feature kNN or Mahalanobis
+    distance and SAME's reconstruction terms, each z-scored on benign data and combined by a benign-only
+    rule (max of z-scores by default), with a threshold for a target benign false-positive rate.
+
+    What the defender needs: the victim's training data and benign held-out queries (the scenario's
+    benign set); for the default signals, the victim's logits and its network (penultimate features).
+    No attack queries, no outlier data; the victim is not retrained. With only black-box
+    probabilities it falls back to pixel density and max-softmax.
+
+    Fitting on attack data is refused: :meth:`fit` takes the defender's context only (it carries no
+    attack queries), and :meth:`calibrate` — re-standardising on new benign traffic — rejects any
+    sample marked as an attack.
+    """
+
+    def setup(self, ctx: DetectorContext) -> None:
+        super().setup(ctx)
+        self.signals_ = resolve_signals(self.params, ctx)
+        net = ctx.victim_network
+        self.net_ = net.eval() if net is not None else None
+        self.head_ = last_linear(net) if net is not None else None
+        self.same_ = None
+        if any(s in MAE_SIGNALS for s in self.signals_):
+            from .same import SameXDetector
+
+            self.same_ = SameXDetector(self.params.mae)
+            self.same_.setup(ctx)
+        self.log_hist_: np.ndarray | None = None
+        self.bank_: np.ndarray | None = None
+        self.class_means_: np.ndarray | None = None
+        self.feature_precision_: np.ndarray | None = None
+        self.mean_ = np.zeros(len(self.signals_))
+        self.std_ = np.ones(len(self.signals_))
+        self.signal_precision_: np.ndarray | None = None
+        self.threshold_ = float("inf")
+        self.threshold_fpr_ = float("nan")
+
+    # -- fitting (benign only) -----------------------------------------------------------------
+    def fit(self, ctx: DetectorContext, *args: Any, **kwargs: Any) -> "FusionDetector":
+        """Fit on the defender's context only; any extra data (attack samples, labels) is refused."""
+        if args or kwargs:
+            raise TypeError("FusionDetector.fit(ctx) takes the defender's DetectorContext only: it is fitted on "
+                            "the victim's training data and benign held-out queries, never on attack queries or "
+                            "attack labels. To re-calibrate on new benign traffic use calibrate(x_benign).")
+        if not isinstance(ctx, DetectorContext):
+            raise TypeError(f"FusionDetector.fit expects a DetectorContext. Got {type(ctx).__name__} instead.")
+        if ctx.calibration is None or len(ctx.calibration) < 4:
+            raise ValueError("fusion standardises its signals on benign held-out data: the context needs a "
+                             "calibration set of at least 4 samples (the scenario's benign or test data).")
+        return super().fit(ctx)  # type: ignore[return-value]
+
+    def _fit(self, ctx: DetectorContext) -> None:
+        rng = np.random.default_rng(ctx.seed + 3571)
+        train_x = np.asarray(ctx.train.x, dtype=np.float32)
+        if "pixel_density" in self.signals_:
+            self.log_hist_ = self._fit_histograms(train_x, ctx.clip_values)
+        if any(s in FEATURE_SIGNALS for s in self.signals_):
+            idx = np.arange(len(train_x))
+            if len(idx) > self.params.bank_size:
+                idx = np.sort(rng.choice(len(idx), self.params.bank_size, replace=False))
+            feats = self._features(train_x[idx])
+            if "feature_knn" in self.signals_:
+                self.bank_ = (feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+            if "feature_mahalanobis" in self.signals_:
+                if ctx.train.y is None:
+                    raise ValueError("feature_mahalanobis needs the victim's labelled training data (ctx.train.y)")
+                y = np.asarray(ctx.train.y)[idx]
+                classes = np.unique(y)
+                self.class_means_ = np.stack([feats[y == c].mean(axis=0) for c in classes])
+                centred = feats - self.class_means_[np.searchsorted(classes, y)]
+                self.feature_precision_ = LedoitWolf().fit(centred).precision_
+        if self.same_ is not None:
+            self.same_._fit(ctx)  # trains or loads SAME's MAE + auxiliary model (shared cache)
+        self.calibrate(ctx.calibration.x)
+
+    def calibrate(self, x_benign: np.ndarray, is_attack: np.ndarray | None = None) -> "FusionDetector":
+        """(Re-)standardise every signal and set the threshold on benign queries ``x_benign``.
+
+        ``is_attack`` exists to refuse mistakes: if any sample is marked as an attack query, nothing
+        is fitted and a ValueError says why (the rule must never see attack data)."""
+        x_benign = np.asarray(x_benign, dtype=np.float32)
+        if is_attack is not None:
+            marked = int(np.count_nonzero(np.asarray(is_attack)))
+            if marked:
+                raise ValueError(f"fusion is calibrated on benign data only: {marked} of {len(x_benign)} samples are "
+                                 "marked as attack queries. Calibrate on benign traffic alone; attack queries are "
+                                 "for evaluating the detector, never for fitting it.")
+        if len(x_benign) < 4:
+            raise ValueError(f"fusion needs at least 4 benign samples to calibrate. Got {len(x_benign)}.")
+        std_idx, thr_idx = self.calibration_split(len(x_benign))
+        raw = self.signal_values(x_benign)
+        std_part, thr_part = raw[std_idx], raw[thr_idx]
+        self.mean_ = std_part.mean(axis=0)
+        self.std_ = np.maximum(std_part.std(axis=0), 1e-12)
+        if self.params.rule == "mahalanobis":
+            self.signal_precision_ = LedoitWolf().fit((std_part - self.mean_) / self.std_).precision_
+        thr_scores = self._combine(thr_part)
+        # the smallest threshold that flags at most floor(target_fpr * n) of the threshold part
+        ordered = np.sort(thr_scores)
+        allowed = int(np.floor(self.params.target_fpr * len(ordered) + 1e-9))
+        self.threshold_ = float(ordered[len(ordered) - allowed - 1])
+        self.threshold_fpr_ = float(np.mean(thr_scores > self.threshold_))
+        return self
+
+    def calibration_split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices (seeded) of the standardisation part and the threshold part of n benign samples."""
+        perm = np.random.default_rng((self._ctx.seed if self._ctx else 0) + 7907).permutation(n)
+        n_std = min(n - 2, max(2, int(round(self.params.standardize_fraction * n))))
+        return perm[:n_std], perm[n_std:]
+
+    def _fit_histograms(self, x: np.ndarray, clip_values: tuple[float, float]) -> np.ndarray:
+        bins = self._bins(x, clip_values)  # (n, d)
+        nb = self.params.pixel_bins
+        counts = np.stack([np.bincount(bins[:, j], minlength=nb) for j in range(bins.shape[1])]).astype(np.float64)
+        counts += 1.0  # Laplace smoothing: an unseen bin is rare, not impossible
+        return np.log(counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def _bins(self, x: np.ndarray, clip_values: tuple[float, float]) -> np.ndarray:
+        lo, hi = float(clip_values[0]), float(clip_values[1])
+        flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+        scaled = (flat - lo) / max(hi - lo, 1e-12)
+        return np.clip((scaled * self.params.pixel_bins).astype(np.int64), 0, self.params.pixel_bins - 1)
+
+    # -- signals -------------------------------------------------------------------------------
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(x), self.params.score_batch_size):
+                f, _ = features_and_logits(self.net_, torch.from_numpy(np.ascontiguousarray(x[i:i + self.params.score_batch_size])), self.head_)
+                out.append(f.double().numpy())
+        return np.concatenate(out) if out else np.empty((0, 0))
+
+    def _signal_batch(self, x: np.ndarray) -> np.ndarray:
+        ctx = self._ctx
+        cols: dict[str, np.ndarray] = {}
+        wanted = set(self.signals_)
+        feats = logits = None
+        if self.net_ is not None and (wanted & {"energy", "msp", *FEATURE_SIGNALS}):
+            with torch.inference_mode():
+                f, lg = features_and_logits(self.net_, torch.from_numpy(np.ascontiguousarray(x)), self.head_)
+            feats, logits = f.double().numpy(), lg.double().numpy()
+        elif "energy" in wanted:
+            logits = np.asarray(ctx.logits(x), dtype=np.float64)
+        if "pixel_density" in wanted:
+            bins = self._bins(x, ctx.clip_values)
+            cols["pixel_density"] = -np.take_along_axis(self.log_hist_[None], bins[:, :, None], axis=2)[..., 0].sum(axis=1)
+        if "energy" in wanted:
+            top = logits.max(axis=1, keepdims=True)
+            cols["energy"] = -(top[:, 0] + np.log(np.exp(logits - top).sum(axis=1)))
+        if "msp" in wanted:
+            if logits is not None:
+                z = logits - logits.max(axis=1, keepdims=True)
+                probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+            else:
+                probs = np.asarray(ctx.predict_proba(x), dtype=np.float64)
+            cols["msp"] = 1.0 - probs.max(axis=1)
+        if "feature_knn" in wanted:
+            fn = (feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+            sims = fn @ self.bank_.T
+            k = min(self.params.knn_k, sims.shape[1])
+            kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
+            cols["feature_knn"] = 1.0 - kth.astype(np.float64)
+        if "feature_mahalanobis" in wanted:
+            # (f - m)' P (f - m) = f'Pf - 2 f'P m + m'P m, for every class mean m at once
+            fp = feats @ self.feature_precision_
+            means_p = self.class_means_ @ self.feature_precision_
+            d = (fp * feats).sum(axis=1, keepdims=True) - 2.0 * fp @ self.class_means_.T \
+                + (means_p * self.class_means_).sum(axis=1)[None]
+            cols["feature_mahalanobis"] = np.maximum(d, 0.0).min(axis=1)
+        if wanted & {"reconstruction", "deviation"}:
+            t = self.same_._terms_batch(x)
+            cols["reconstruction"], cols["deviation"] = t[:, 0], t[:, 1]
+        if "masked_reconstruction" in wanted:
+            cols["masked_reconstruction"] = self.same_.masked_reconstruction_error(
+                x, self.params.masked_draws, self.params.masked_ratio, seed=0)
+        return np.stack([cols[s] for s in self.signals_], axis=1)
+
+    def signal_values(self, x: np.ndarray) -> np.ndarray:
+        """Raw signals, (n, len(signals_)), columns in ``signals_`` order (higher = more suspicious)."""
+        if self._ctx is None:
+            raise RuntimeError("FusionDetector is not fitted: call fit(ctx) or load(folder, ctx) first")
+        x = np.asarray(x, dtype=np.float32)
+        if len(x) == 0:
+            return np.empty((0, len(self.signals_)))
+        expected = tuple(self._ctx.input_shape)
+        if tuple(x.shape[1:]) != expected:
+            raise ValueError(f"fusion was fitted on inputs shaped {expected}. Got {tuple(x.shape[1:])} instead.")
+        bs = self.params.score_batch_size
+        return np.concatenate([self._signal_batch(x[i:i + bs]) for i in range(0, len(x), bs)])
+
+    def standardized(self, x: np.ndarray) -> np.ndarray:
+        """Signals z-scored with the benign standardisation statistics."""
+        return (self.signal_values(x) - self.mean_) / self.std_
+
+    def _combine(self, raw: np.ndarray) -> np.ndarray:
+        return combine((raw - self.mean_) / self.std_, self.params.rule, self.signal_precision_)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.empty((0,))
+        return self._combine(self.signal_values(x))
+
+    def flag(self, x: np.ndarray) -> np.ndarray:
+        """True where the score exceeds the threshold set for ``target_fpr`` on benign data."""
+        return self.score(x) > self.threshold_
+
+    # -- persistence ---------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        def t(a: np.ndarray | None) -> torch.Tensor | None:
+            return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
+
+        out: dict[str, Any] = {"signals": list(self.signals_), "log_hist": t(self.log_hist_), "bank": t(self.bank_),
+                               "class_means": t(self.class_means_), "feature_precision": t(self.feature_precision_),
+                               "mean": t(self.mean_), "std": t(self.std_),
+                               "signal_precision": t(self.signal_precision_),
+                               "threshold": self.threshold_, "threshold_fpr": self.threshold_fpr_}
+        if self.same_ is not None:
+            out["same"] = self.same_.state()
+        return out
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if list(state["signals"]) != list(self.signals_):
+            raise ValueError(f"saved fusion detector uses signals {state['signals']}, this one {self.signals_}")
+
+        def n(v: Any) -> np.ndarray | None:
+            return None if v is None else v.numpy()
+
+        self.log_hist_, self.bank_ = n(state["log_hist"]), n(state["bank"])
+        self.class_means_, self.feature_precision_ = n(state["class_means"]), n(state["feature_precision"])
+        self.mean_, self.std_ = n(state["mean"]), n(state["std"])
+        self.signal_precision_ = n(state["signal_precision"])
+        self.threshold_, self.threshold_fpr_ = float(state["threshold"]), float(state["threshold_fpr"])
+        if self.same_ is not None:
+            self.same_.load_state(state["same"])
