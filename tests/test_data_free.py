@@ -410,3 +410,47 @@ def test_short_extraction_beats_any_constant_guess(attack_class, floor):
     fidelity = np.mean(thief.predict(x_test).argmax(axis=1) == victim_labels)
     assert oracle.queries_used == 20_000
     assert fidelity > floor, fidelity
+
+
+# ---------------------------------------------------------------- the adaptive (stealthy) attacker
+
+
+def _reference(n: int = 50, shape=(1, 4, 4)) -> np.ndarray:
+    """The attacker's own 'benign-looking' images: dark everywhere except a bright centre."""
+    x = np.random.default_rng(0).uniform(0.0, 0.1, (n, *shape)).astype(np.float32)
+    x[..., 1:3, 1:3] = 0.9
+    return x
+
+
+def test_stealth_parameters_are_checked():
+    assert "'stealth_weight' parameter" in _message(stealth_weight=-1.0)
+    assert "'stealth_reference'" in _message(stealth_weight=1.0)  # no reference data
+    assert "'stealth_reference'" in _message(stealth_weight=1.0, stealth_reference=np.zeros((5, 16), np.float32))
+    assert "'stealth_pretrain_steps'" in _message(stealth_pretrain_steps=-1)
+    with pytest.raises(ValueError, match="needs stealth_data"):
+        registry.attacks.get("dfme").parse_params({"stealth_weight": 1.0})
+
+
+@pytest.mark.parametrize("attack_class", [DataFreeModelExtraction, MAZE])
+def test_stealthy_attack_spends_exactly_its_budget(attack_class):
+    oracle = _oracle(budget=500)
+    attack = attack_class(oracle, nb_stolen=500, seed=0, stealth_weight=1.0, stealth_reference=_reference(),
+                          stealth_pretrain_steps=5, **SMALL)
+    attack.extract(thieved_classifier=_thief())
+    assert oracle.queries_used == attack.queries_used_ == 500
+
+
+def test_query_free_pretraining_makes_queries_look_like_the_attackers_data():
+    """The penalty (the attacker's estimate of atypicality) of the queries sent drops after pretraining."""
+    ref = _reference()
+    mean, std = ref.reshape(len(ref), -1).mean(0), np.maximum(ref.reshape(len(ref), -1).std(0), 0.05)
+
+    def sent_penalty(pretrain: int) -> float:
+        oracle = _oracle(budget=200)
+        attack = DataFreeModelExtraction(oracle, nb_stolen=200, seed=0, stealth_weight=1.0, stealth_reference=ref,
+                                         stealth_pretrain_steps=pretrain, **SMALL)
+        attack.extract(thieved_classifier=_thief())
+        sent = oracle.clients[oracle.client_id].inputs().reshape(200, -1)
+        return float((((sent - mean) / std) ** 2).mean())
+
+    assert sent_penalty(200) < 0.25 * sent_penalty(0)

@@ -26,7 +26,7 @@ from art.attacks.attack import ExtractionAttack
 from art.estimators.classification import PyTorchClassifier
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stealcheck.registry import attacks
 from stealcheck.thief import ThiefClassifier
@@ -206,7 +206,8 @@ class DataFreeModelExtraction(ExtractionAttack):
     attack_params = ExtractionAttack.attack_params + [
         "nb_stolen", "batch_size", "nz", "generator_width", "n_generator_steps", "n_student_steps",
         "lr_student", "lr_generator", "momentum", "weight_decay", "nb_directions", "epsilon",
-        "lr_milestones", "lr_gamma", "prob_floor", "seed", "verbose",
+        "lr_milestones", "lr_gamma", "prob_floor", "seed", "verbose", "stealth_weight", "stealth_reference",
+        "stealth_pretrain_steps",
     ]
     _estimator_requirements = (BaseEstimator, ClassifierMixin)
 
@@ -215,7 +216,9 @@ class DataFreeModelExtraction(ExtractionAttack):
                  lr_student: float = 0.1, lr_generator: float = 1e-4, momentum: float = 0.9,
                  weight_decay: float = 5e-4, nb_directions: int = 1, epsilon: float = 1e-3,
                  lr_milestones: Sequence[float] = (0.1, 0.3, 0.5), lr_gamma: float = 0.3,
-                 prob_floor: float = 1e-8, seed: int | None = None, verbose: bool = False) -> None:
+                 prob_floor: float = 1e-8, seed: int | None = None, verbose: bool = False,
+                 stealth_weight: float = 0.0, stealth_reference: np.ndarray | None = None,
+                 stealth_pretrain_steps: int = 0) -> None:
         """
         :param classifier: the victim: an ART classifier whose ``predict`` returns probabilities.
         :param nb_stolen: the query budget (the number of inputs sent to the victim).
@@ -236,8 +239,20 @@ class DataFreeModelExtraction(ExtractionAttack):
         :param prob_floor: probabilities are clamped to at least this before taking the log.
         :param seed: seed of the generator's initialisation, latent vectors and directions.
         :param verbose: show a progress bar over the queries.
+        :param stealth_weight: adaptive attacker: weight of a penalty on the generator for queries that a
+               detector would find atypical, as the attacker can estimate it from its own data (0: off).
+               The estimate is a per-pixel Gaussian fitted on ``stealth_reference``: the penalty is the
+               mean squared z-score of the generated pixels (std floored at 0.05). It is differentiable
+               and costs no queries.
+        :param stealth_reference: the attacker's own images (N, *input_shape) for that estimate.
+        :param stealth_pretrain_steps: generator steps on the penalty alone before the first query (Adam,
+               lr 1e-3, batches of ``batch_size``; no queries): without them the few generator steps of a
+               small budget cannot move the queries (at 4,000 queries DFME takes about two).
         """
         super().__init__(estimator=classifier)
+        self.stealth_weight = stealth_weight
+        self.stealth_reference = stealth_reference
+        self.stealth_pretrain_steps = stealth_pretrain_steps
         self.nb_stolen = nb_stolen
         self.batch_size = batch_size
         self.nz = nz
@@ -308,6 +323,15 @@ class DataFreeModelExtraction(ExtractionAttack):
             self._fail("seed", "an integer or None", self.seed)
         if not isinstance(self.verbose, bool):
             self._fail("verbose", "a boolean", self.verbose)
+        self._check_real("stealth_weight", 0, math.inf, False, True, "a non-negative number")
+        self._check_int("stealth_pretrain_steps", 0)
+        if self.stealth_weight > 0:
+            ref = self.stealth_reference
+            shape = tuple(self.estimator.input_shape)
+            if not isinstance(ref, np.ndarray) or ref.ndim < 2 or tuple(ref.shape[1:]) != shape or len(ref) < 2:
+                got = f"an array shaped {tuple(ref.shape)}" if isinstance(ref, np.ndarray) else type(ref).__name__
+                self._fail("stealth_reference", f"at least 2 of the attacker's own inputs shaped (N, {shape}) when "
+                           "stealth_weight > 0", got)
         self._check_victim()
 
     def _check_victim(self) -> None:
@@ -413,8 +437,13 @@ class DataFreeModelExtraction(ExtractionAttack):
 
         grad = zeroth_order_gradient(disagreement, x_pre, self.nb_directions, self.epsilon, self._rng_u)
         self.optimiser_g_.zero_grad(set_to_none=True)
-        # ascend the mean disagreement: d(-mean L)/dx_i = -g_i / n
-        x_pre.backward(-grad / n)
+        if self.stealth_weight > 0:
+            # ascend the disagreement (estimated) while descending the attacker's own atypicality estimate
+            penalty = self._stealth_penalty(to_input_range(torch.tanh(x_pre), clip))
+            ((x_pre * (-grad / n)).sum() + self.stealth_weight * penalty).backward()
+        else:
+            # ascend the mean disagreement: d(-mean L)/dx_i = -g_i / n
+            x_pre.backward(-grad / n)
         self.optimiser_g_.step()
 
     def _student_step(self, n: int) -> float:
@@ -496,7 +525,28 @@ class DataFreeModelExtraction(ExtractionAttack):
             self.generator_.eval()
 
     def _start(self) -> None:
-        """Per-run state of subclasses (reset at every ``iter_extract``)."""
+        """Per-run state (reset at every ``iter_extract``); subclasses extend it."""
+        if self.stealth_weight > 0:
+            ref = torch.from_numpy(np.asarray(self.stealth_reference, dtype=np.float32)).flatten(1).to(self._device)
+            self._stealth_mean = ref.mean(dim=0)
+            self._stealth_std = ref.std(dim=0).clamp_min(0.05)
+            if self.stealth_pretrain_steps:
+                self._stealth_pretrain()
+
+    def _stealth_penalty(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean squared per-pixel z-score under the attacker's Gaussian estimate (inputs in the victim's range)."""
+        return (((x.flatten(1) - self._stealth_mean) / self._stealth_std) ** 2).mean()
+
+    def _stealth_pretrain(self) -> None:
+        """Query-free generator steps towards images the attacker's estimate finds typical."""
+        optimiser = torch.optim.Adam(self.generator_.parameters(), lr=1e-3)
+        self.generator_.train()
+        for _ in range(self.stealth_pretrain_steps):
+            x = to_input_range(self.generator_(self._latent()), self.estimator.clip_values)
+            loss = self._stealth_penalty(x)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
 
     def extract(self, x: np.ndarray | None = None, y: np.ndarray | None = None, **kwargs) -> PyTorchClassifier:
         """Steal the victim with ``nb_stolen`` queries and return ``thieved_classifier`` trained.
@@ -591,7 +641,8 @@ class MAZE(DataFreeModelExtraction):
                  weight_decay: float = 5e-4, nb_directions: int = 10, epsilon: float = 1e-3,
                  lr_milestones: Sequence[float] = (0.1, 0.3, 0.5), lr_gamma: float = 0.3,
                  prob_floor: float = 1e-8, replay_capacity: int = 20_000, n_replay_steps: int = 20,
-                 seed: int | None = None, verbose: bool = False) -> None:
+                 seed: int | None = None, verbose: bool = False, stealth_weight: float = 0.0,
+                 stealth_reference: np.ndarray | None = None, stealth_pretrain_steps: int = 0) -> None:
         """
         Parameters as :class:`DataFreeModelExtraction`, with MAZE's ``nb_directions`` = 10, and:
 
@@ -605,7 +656,8 @@ class MAZE(DataFreeModelExtraction):
                          n_student_steps=n_student_steps, lr_student=lr_student, lr_generator=lr_generator,
                          momentum=momentum, weight_decay=weight_decay, nb_directions=nb_directions,
                          epsilon=epsilon, lr_milestones=lr_milestones, lr_gamma=lr_gamma, prob_floor=prob_floor,
-                         seed=seed, verbose=verbose)
+                         seed=seed, verbose=verbose, stealth_weight=stealth_weight,
+                         stealth_reference=stealth_reference, stealth_pretrain_steps=stealth_pretrain_steps)
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -622,6 +674,7 @@ class MAZE(DataFreeModelExtraction):
         return (entropy_term - targets * F.log_softmax(student_logits, dim=1)).sum(dim=1)
 
     def _start(self) -> None:
+        super()._start()
         capacity = min(self.replay_capacity, self.nb_stolen) if self.n_replay_steps > 0 else 0
         self.replay_ = _ReplayBuffer(capacity, 0 if self.seed is None else int(self.seed) + 2_000_003)
 
@@ -657,6 +710,13 @@ class DFMEParams(BaseModel):
     lr_milestones: list[float] = Field([0.1, 0.3, 0.5], description="fractions of the largest budget after which "
                                        "both learning rates are multiplied by lr_gamma")
     lr_gamma: float = Field(0.3, gt=0, le=1, description="learning-rate factor at each milestone")
+    stealth_weight: float = Field(0.0, ge=0, description="adaptive attacker: weight of a penalty on generated "
+                                  "queries that look atypical to a per-pixel Gaussian fitted on stealth_data (the "
+                                  "attacker's own estimate of a detector); 0 = the plain attack")
+    stealth_data: str | None = Field(None, description="data set (a role under data:) the attacker fits that "
+                                     "estimate on, e.g. attacker; required when stealth_weight > 0")
+    stealth_pretrain_steps: int = Field(0, ge=0, description="query-free generator steps on the penalty alone "
+                                        "before the first query (with stealth_weight > 0)")
 
     @field_validator("lr_milestones")
     @classmethod
@@ -664,6 +724,13 @@ class DFMEParams(BaseModel):
         if any(not 0 < f < 1 for f in value) or any(b <= a for a, b in zip(value, value[1:])):
             raise ValueError(f"must be strictly increasing fractions in (0, 1); got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _stealth(self) -> "DFMEParams":
+        if self.stealth_weight > 0 and self.stealth_data is None:
+            raise ValueError("The 'stealth_weight' parameter needs stealth_data: the data set the attacker estimates "
+                             "the detector from (e.g. attacker).")
+        return self
 
 
 class MAZEParams(DFMEParams):
@@ -677,6 +744,11 @@ class MAZEParams(DFMEParams):
 def _run_data_free(attack_class, params: BaseModel, ctx: AttackContext) -> Iterator[tuple[int, ThiefClassifier]]:
     kwargs = params.model_dump()
     kwargs["lr_milestones"] = tuple(kwargs["lr_milestones"])
+    role = kwargs.pop("stealth_data")
+    if role is not None and kwargs["stealth_weight"] > 0:
+        if ctx.load_data is None:
+            raise ValueError(f"stealth_data '{role}' needs the scenario's data sets")
+        kwargs["stealth_reference"] = np.asarray(ctx.load_data(role).x, dtype=np.float32)
     attack = attack_class(classifier=ctx.oracle, nb_stolen=max(ctx.budgets), seed=ctx.seed, verbose=ctx.progress,
                           **kwargs)
     # The student trains continuously across checkpoints (thief.warm_start and the thief's own
@@ -684,7 +756,8 @@ def _run_data_free(attack_class, params: BaseModel, ctx: AttackContext) -> Itera
     yield from attack.iter_extract(ctx.make_thief(), ctx.budgets)
 
 
-@attacks.register("dfme", params=DFMEParams, uses_pool=False, needs_output=lambda p: "probabilities")
+@attacks.register("dfme", params=DFMEParams, uses_pool=False, needs_output=lambda p: "probabilities",
+                  data_roles=lambda p: [p.stealth_data] if p.stealth_data else [])
 class DFMEAttack:
     """DFME (Truong et al. 2021): data-free extraction with a generator and zeroth-order gradients; no pool needed.
 
@@ -699,7 +772,8 @@ class DFMEAttack:
         yield from _run_data_free(DataFreeModelExtraction, self.params, ctx)
 
 
-@attacks.register("maze", params=MAZEParams, uses_pool=False, needs_output=lambda p: "probabilities")
+@attacks.register("maze", params=MAZEParams, uses_pool=False, needs_output=lambda p: "probabilities",
+                  data_roles=lambda p: [p.stealth_data] if p.stealth_data else [])
 class MAZEAttack:
     """MAZE (Kariyappa et al. 2021): DFME-style data-free extraction with KL loss, 10 directions and replay.
 

@@ -78,7 +78,9 @@ class FusionParams(BaseModel):
                                         "used to standardise the signals; the rest sets the threshold")
     pixel_bins: int = Field(16, ge=2, le=256, description="pixel_density: histogram bins per input feature over "
                             "the input range")
-    knn_k: int = Field(10, gt=0, description="feature_knn: distance to the k-th nearest training sample")
+    knn_k: int | None = Field(None, gt=0, description="feature_knn: distance to the k-th nearest training sample; "
+                              "null = one per 1,000 bank samples (at least 1), Sun et al.'s ratio (k = 50 for "
+                              "CIFAR-10's 50,000)")
     bank_size: int = Field(5000, gt=0, description="feature_knn / feature_mahalanobis: training samples kept "
                            "(seeded subsample when the training set is larger)")
     masked_draws: int = Field(4, gt=0, description="masked_reconstruction: random masks averaged per query")
@@ -194,6 +196,7 @@ class FusionDetector(Detector):
         self.signal_precision_: np.ndarray | None = None
         self.threshold_ = float("inf")
         self.threshold_fpr_ = float("nan")
+        self.knn_k_ = self.params.knn_k or 1
 
     # -- fitting (benign only) -----------------------------------------------------------------
     def fit(self, ctx: DetectorContext, *args: Any, **kwargs: Any) -> "FusionDetector":
@@ -221,6 +224,7 @@ class FusionDetector(Detector):
             feats = self._features(train_x[idx])
             if "feature_knn" in self.signals_:
                 self.bank_ = (feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+                self.knn_k_ = self.params.knn_k or max(1, int(round(len(self.bank_) / 1000)))
             if "feature_mahalanobis" in self.signals_:
                 if ctx.train.y is None:
                     raise ValueError("feature_mahalanobis needs the victim's labelled training data (ctx.train.y)")
@@ -317,7 +321,7 @@ class FusionDetector(Detector):
         if "feature_knn" in wanted:
             fn = (feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)).astype(np.float32)
             sims = fn @ self.bank_.T
-            k = min(self.params.knn_k, sims.shape[1])
+            k = min(self.knn_k_, sims.shape[1])
             kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
             cols["feature_knn"] = 1.0 - kth.astype(np.float64)
         if "feature_mahalanobis" in wanted:
@@ -373,7 +377,8 @@ class FusionDetector(Detector):
                                "class_means": t(self.class_means_), "feature_precision": t(self.feature_precision_),
                                "mean": t(self.mean_), "std": t(self.std_),
                                "signal_precision": t(self.signal_precision_),
-                               "threshold": self.threshold_, "threshold_fpr": self.threshold_fpr_}
+                               "threshold": self.threshold_, "threshold_fpr": self.threshold_fpr_,
+                               "knn_k": self.knn_k_}
         if self.same_ is not None:
             out["same"] = self.same_.state()
         return out
@@ -390,5 +395,6 @@ class FusionDetector(Detector):
         self.mean_, self.std_ = n(state["mean"]), n(state["std"])
         self.signal_precision_ = n(state["signal_precision"])
         self.threshold_, self.threshold_fpr_ = float(state["threshold"]), float(state["threshold_fpr"])
+        self.knn_k_ = int(state["knn_k"])
         if self.same_ is not None:
             self.same_.load_state(state["same"])

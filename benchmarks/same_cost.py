@@ -1,0 +1,160 @@
+"""SAME's scoring cost and what each saving costs in detection (issue 6: target <= 3x the victim's inference).
+
+Two parts:
+
+1. Timing, no training needed (cost does not depend on the weights): per-query time of SAME's
+   scoring path — MAE forward without masking + auxiliary model + the victim's own answer — against
+   the victim's inference alone, for several MAE sizes (patch size = number of tokens, embedding
+   width, depth), with and without ``torch.inference_mode``, at several batch sizes. ``fusion``'s
+   default path (one victim forward with a hook + pixel lookup + kNN) is timed too.
+2. Detection: the ``same_mnist`` setting (victim, benign split, the attacks' real queries) with SAME
+   at each size, trained and scored by the runner: AUROC per attack beside the measured cost ratio.
+
+    python benchmarks/same_cost.py                 # both parts (~6-8 min cold on 2 cores)
+    python benchmarks/same_cost.py --timing-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: (label, MAE params): the default, fewer tokens, fewer tokens and a smaller network
+SIZES = [
+    ("p4-e64-d4 (default)", {}),
+    ("p7-e64-d4", {"patch_size": 7}),
+    ("p7-e32-d2", {"patch_size": 7, "embed_dim": 32, "depth": 2, "decoder_embed_dim": 32}),
+    ("p14-e32-d2", {"patch_size": 14, "embed_dim": 32, "depth": 2, "decoder_embed_dim": 32}),
+]
+
+
+def _per_query(fn, x: np.ndarray, batch: int, repeats: int = 5) -> float:
+    """Median over repeats of the seconds per query to run ``fn`` over ``x`` in batches of ``batch``."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(0, len(x), batch):
+            fn(x[i:i + batch])
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) / len(x)
+
+
+def timing(n: int = 1024) -> pd.DataFrame:
+    from stealcheck.adapters.networks import conv3
+    from stealcheck.defences.same import MaskedAutoencoder, SameModelParams
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).uniform(0, 1, (n, 1, 28, 28)).astype(np.float32)
+    victim, aux = conv3((1, 28, 28), 10, 16).eval(), conv3((1, 28, 28), 10, 16).eval()
+
+    def victim_probs(xb: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.softmax(victim(torch.from_numpy(xb)), 1).numpy()
+
+    rows = []
+    for batch in (512, 32, 1):
+        xs = x if batch > 1 else x[:128]
+        v = _per_query(victim_probs, xs, batch)
+        for label, params in SIZES:
+            mae = MaskedAutoencoder((1, 28, 28), SameModelParams(**params)).eval()
+            for mode in ("inference_mode", "grad enabled"):
+                ctx = torch.inference_mode if mode == "inference_mode" else torch.enable_grad
+
+                def same_score(xb: np.ndarray) -> np.ndarray:
+                    with ctx():
+                        t = torch.from_numpy(xb)
+                        recon, _ = mae(t, 0.0)
+                        s1 = ((recon - t) ** 2).flatten(1).mean(1)
+                        log_q = torch.log_softmax(aux(recon), 1)
+                    p = victim_probs(xb)
+                    return s1.detach().numpy() + (p * log_q.detach().numpy()).sum(1)
+
+                s = _per_query(same_score, xs, batch)
+                rows.append({"batch": batch, "detector": f"SAME {label}", "mode": mode, "victim_ms": 1e3 * v,
+                             "score_ms": 1e3 * s, "ratio": s / v})
+        f = _per_query(_fusion_like(victim), xs, batch)
+        rows.append({"batch": batch, "detector": "fusion (defaults)", "mode": "inference_mode", "victim_ms": 1e3 * v,
+                     "score_ms": 1e3 * f, "ratio": f / v})
+    return pd.DataFrame(rows)
+
+
+def _fusion_like(victim):
+    """fusion's default scoring path on a random 3,500-sample bank (timing only)."""
+    from stealcheck.defences.fusion import features_and_logits, last_linear
+
+    head = last_linear(victim)
+    rng = np.random.default_rng(1)
+    bank = rng.standard_normal((3500, head.in_features)).astype(np.float32)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    log_hist = np.log(rng.dirichlet(np.ones(16), size=784)).astype(np.float32)
+
+    def score(xb: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            f, lg = features_and_logits(victim, torch.from_numpy(xb), head)
+        f = f.numpy()
+        bins = np.clip((xb.reshape(len(xb), -1) * 16).astype(np.int64), 0, 15)
+        dens = -np.take_along_axis(log_hist[None], bins[:, :, None], axis=2)[..., 0].sum(1)
+        sims = (f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)) @ bank.T
+        k = min(10, sims.shape[1])
+        knn = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
+        energy = -torch.logsumexp(lg, 1).numpy()
+        return np.maximum(np.maximum(dens, knn), energy)
+
+    return score
+
+
+def detection(out: Path | None) -> Path:
+    import yaml
+
+    from stealcheck.runner import run_scenario
+    from stealcheck.scenario import build_scenario
+
+    data = yaml.safe_load((ROOT / "scenarios" / "same_mnist.yaml").read_text())
+    data["name"] = "same_cost"
+    data["detectors"] = [{"plugin": "same", "id": "same_" + label.split()[0].replace("-", "_"), "params": params}
+                         for label, params in SIZES] + ["fusion"]
+    data["defences"] = ["none"]
+    data["attacks"] = [a for a in data["attacks"] if a["id"] in ("knockoff", "knockoff_letters", "jbda", "dfme")]
+    data["detection"] = {"budgets": [1000, 4000]}
+    data["expect"] = []
+    scenario = build_scenario(data, source=str(ROOT / "scenarios" / "same_mnist.yaml"))
+    return run_scenario(scenario, out_dir=out, quiet=False).run_dir
+
+
+def detection_table(run_dir: Path) -> None:
+    frame = pd.read_csv(run_dir / "results.csv")
+    det = frame[(frame["kind"] == "detection") & (frame["metric"] == "auroc")]
+    table = (det.pivot_table(index="defence", columns=["attack", "budget"], values="value") * 100).round(1)
+    cost = frame[frame["kind"] == "detector"].pivot_table(index="defence", columns="metric", values="value")
+    table["score_cost_ratio"] = cost["score_cost_ratio"].round(2)
+    table["fit_seconds"] = cost["fit_seconds"].round(1)
+    print(f"== detection (AUROC %) and cost per SAME size; run {run_dir} ==")
+    print(table.to_string())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--timing-only", action="store_true")
+    ap.add_argument("--from-run", type=Path, help="print the detection table of a finished same_cost run")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    frame = timing()
+    print("== scoring cost per query vs the victim's own inference (conv3 width 16, 28x28, 2 threads) ==")
+    print(frame.round(3).to_string(index=False))
+    if args.timing_only:
+        return
+    run_dir = args.from_run or detection(args.out)
+    detection_table(run_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
