@@ -121,6 +121,21 @@ def fake_victim() -> FakeVictim:
     return FakeVictim()
 
 
+def network_outputs(net):
+    """(logits, predict_proba) numpy functions of a PyTorch network (float64 outputs), for detector contexts."""
+    import numpy as np
+    import torch
+
+    def logits(x):
+        with torch.inference_mode():
+            return net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).double().numpy()
+
+    def predict_proba(x):
+        return torch.softmax(torch.from_numpy(logits(x)), dim=1).numpy()
+
+    return logits, predict_proba
+
+
 def make_oracle(predict, nb_features: int = 4, nb_classes: int = 3, **kwargs):
     from stealcheck.oracle import Oracle
 

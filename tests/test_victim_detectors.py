@@ -21,6 +21,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from conftest import network_outputs
 from stealcheck import registry
 from stealcheck.adapters.networks import build_network, fit_network, one_hot
 from stealcheck.datasets import DataContext, Dataset
@@ -53,13 +54,7 @@ def setting():
     torch.manual_seed(0)
     victim = make_network()
     fit_network(victim, train.x, one_hot(train.y, 10), steps=STEPS, batch_size=64, lr=3e-3, seed=0)
-
-    def logits(x):
-        with torch.inference_mode():
-            return victim(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).double().numpy()
-
-    def predict_proba(x):
-        return torch.softmax(torch.from_numpy(logits(x)), dim=1).numpy()
+    logits, predict_proba = network_outputs(victim)
 
     ctx = DetectorContext(predict_proba=predict_proba, nb_classes=10, input_shape=SHAPE, clip_values=(0.0, 1.0),
                           train=train, outliers=outliers, logits=logits, make_network=make_network,

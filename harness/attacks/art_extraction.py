@@ -155,12 +155,9 @@ class KnockoffParams(BaseModel):
 
 def knockoff_pool(p: KnockoffParams, ctx: AttackContext) -> Dataset:
     """The proxy pool the attack samples: data.attacker or ``pool_data``, cut by the avoided detector."""
-    if p.pool_data is not None:
-        if ctx.load_data is None:
-            raise ValueError(f"knockoff: pool_data '{p.pool_data}' needs the scenario's data sets")
-        pool = ctx.load_data(p.pool_data)
-    else:
-        pool = ctx.pool
+    if p.pool_data is not None and ctx.load_data is None:
+        raise ValueError(f"knockoff: pool_data '{p.pool_data}' needs the scenario's data sets")
+    pool = _base_pool(p, ctx.pool, ctx.load_data)
     if pool is None:
         raise ValueError("knockoff needs an attacker pool (data.attacker or pool_data)")
     if p.avoid_detector is not None:
@@ -180,8 +177,13 @@ def knockoff_pool(p: KnockoffParams, ctx: AttackContext) -> Dataset:
 
 def knockoff_pool_size(p: KnockoffParams, pool: Dataset | None, load_data) -> int | None:
     """Distinct samples the knockoff attack can query, before running it (for the detection budgets)."""
-    base = load_data(p.pool_data) if p.pool_data is not None else pool
+    base = _base_pool(p, pool, load_data)
     return None if base is None else int(np.ceil(p.keep_fraction * len(base)))
+
+
+def _base_pool(p: KnockoffParams, pool: Dataset | None, load_data) -> Dataset | None:
+    """data.attacker, or the data set ``pool_data`` names."""
+    return load_data(p.pool_data) if p.pool_data is not None else pool
 
 
 def _prefix_attack(ctx: AttackContext, make_art_attack) -> Iterator[tuple[int, ThiefClassifier]]:
