@@ -28,11 +28,22 @@ class GateResult:
         return asdict(self)
 
 
+def _matches(ids: pd.Series, wanted: str, plugins: dict[str, str]) -> np.ndarray:
+    """Which of ``ids`` a gate's ``wanted`` selects: that id if it is one, else every id of that plugin."""
+    if wanted in plugins:
+        return np.array([i == wanted for i in ids], dtype=bool)
+    return np.array([plugins.get(i) == wanted for i in ids], dtype=bool)
+
+
 def evaluate_gate(gate: Gate, frame: pd.DataFrame, attack_plugins: dict[str, str],
                   defence_plugins: dict[str, str], budgets: list[int] | dict[str, list[int]]) -> GateResult:
     """Check ``gate`` against ``frame`` (results.csv). No matching result is a failure.
 
     ``defence_plugins`` maps defence ids — and detector ids — to their plugin names.
+
+    ``attack``, ``defence`` and ``detector`` name an id, or a plugin (every entry of that plugin)
+    when no entry has that id: an id wins, so ``attack: jbda`` with an entry whose id is ``jbda``
+    checks that entry only, not its ``jbda_step02`` sibling.
 
     ``budgets``: the scenario's checkpoints, or each attack id's own; a gate without a budget reads
     every matching attack at its largest checkpoint.
@@ -41,11 +52,11 @@ def evaluate_gate(gate: Gate, frame: pd.DataFrame, attack_plugins: dict[str, str
     if gate.detector is not None:
         # Detection rows carry the detector's id in the defence column.
         rows = rows[rows["kind"].isin(["detection", "detector"])]
-        rows = rows[[d == gate.detector or defence_plugins.get(d) == gate.detector for d in rows["defence"]]]
+        rows = rows[_matches(rows["defence"], gate.detector, defence_plugins)]
     if gate.defence is not None:
-        rows = rows[[d == gate.defence or defence_plugins.get(d) == gate.defence for d in rows["defence"]]]
+        rows = rows[_matches(rows["defence"], gate.defence, defence_plugins)]
     if gate.attack is not None:
-        rows = rows[[a == gate.attack or attack_plugins.get(a) == gate.attack for a in rows["attack"]]]
+        rows = rows[_matches(rows["attack"], gate.attack, attack_plugins)]
     scope_is_extraction = rows["kind"].eq("extraction").any() if len(rows) else True
     if len(rows) and rows["kind"].eq("detection").all():
         numeric = pd.to_numeric(rows["budget"], errors="coerce")

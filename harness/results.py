@@ -19,6 +19,21 @@ def cell_key(kind: str, defence: str, attack: str = "", seed: int | str = "") ->
     return f"{kind}|{defence}|{attack}|{seed}"
 
 
+def row_cell_key(kind: str, defence: str, attack: str, seed) -> str:
+    """The cell a results row belongs to, as the runner journals it.
+
+    Extraction rows belong to their (defence, attack, seed) cell and utility rows to their defence's;
+    the detectors' own rows (kind 'detector') to the one 'detectors' cell, and detection rows (whose
+    defence column holds the detector) to their attack's 'detection' cell.
+    """
+    attack = "" if attack is None or (isinstance(attack, float) and pd.isna(attack)) else attack
+    if kind == "detector":
+        return cell_key("detectors", "")
+    if kind == "detection":
+        return cell_key("detection", "", attack, _seed_text(seed))
+    return cell_key(kind, defence, attack, _seed_text(seed))
+
+
 def _seed_text(seed) -> str:
     """The seed as cell_key writes it: '' for utility rows, '3' (not '3.0') once pandas made it a float."""
     if seed is None or seed == "" or (isinstance(seed, float) and pd.isna(seed)):
@@ -55,7 +70,7 @@ class ResultsStore:
         done = self.done_cells()
         if self.csv_path.exists():
             frame = read_results(self.run_dir)
-            keys = [cell_key(k, d, "" if pd.isna(a) else a, _seed_text(s)) for k, d, a, s in
+            keys = [row_cell_key(k, d, a, s) for k, d, a, s in
                     zip(frame["kind"], frame["defence"], frame["attack"], frame["seed"])]
             frame = frame[[k in done for k in keys]]
             frame.to_csv(self.csv_path, index=False, columns=COLUMNS)

@@ -127,6 +127,16 @@ def test_detection_gate(tmp_path):
     assert passed["too strict"] is False
     assert [v for k, v in passed.items() if k != "too strict"] == [True]
 
+    # Resuming a finished run keeps its detection and detector rows (and so the gates' verdicts):
+    # their cells are journaled under keys that differ from the rows' defence column.
+    before = pd.read_csv(tmp_path / "run" / "results.csv")
+    again = run_scenario(scenario, out_dir=tmp_path / "run", resume=True, quiet=True)
+    after = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert {"detection", "detector"} <= set(after["kind"])
+    pd.testing.assert_frame_equal(before.sort_values(list(before.columns)).reset_index(drop=True),
+                                  after.sort_values(list(after.columns)).reset_index(drop=True))
+    assert {g.name: g.passed for g in again.gates} == passed
+
 
 @pytest.mark.parametrize("change, message", [
     ({"defences": [{"reject": {"detector": "same"}}]}, "does not declare"),

@@ -95,6 +95,22 @@ def test_gate_matches_attack_by_plugin_name_or_id(frame):
     assert {o["defence"] for o in only_copycat.observed} == {"none", "label_only"}
 
 
+def test_an_id_wins_over_a_plugin_of_the_same_name(tmp_path):
+    # Two jbda entries: the one whose id is the plugin's name, and an adaptive sibling. A gate on
+    # "jbda" checks the entry with that id only; a plugin name no entry carries as id selects all.
+    store = ResultsStore(tmp_path)
+    rows = [{"kind": "extraction", "victim": "v", "defence": "none", "attack": attack, "budget": 100,
+             "seed": 0, "metric": "fidelity", "value": value}
+            for attack, value in (("jbda", 0.9), ("jbda_small_step", 0.2), ("copy2", 0.5))]
+    store.append(rows)
+    frame = read_results(tmp_path)
+    plugins = {"jbda": "jbda", "jbda_small_step": "jbda", "copy2": "copycat"}
+    by_id = evaluate_gate(Gate(metric="fidelity", attack="jbda", min=0.8), frame, plugins, DEFENCES, BUDGETS)
+    assert by_id.passed and [o["attack"] for o in by_id.observed] == ["jbda"]
+    by_plugin = evaluate_gate(Gate(metric="fidelity", attack="copycat", min=0.0), frame, plugins, DEFENCES, BUDGETS)
+    assert [o["attack"] for o in by_plugin.observed] == ["copy2"]
+
+
 def test_utility_gate_ignores_budget(frame):
     r = _eval(frame, metric="victim_accuracy", defence="label_only", min=0.85)
     assert r.passed and len(r.observed) == 1 and r.observed[0]["value"] == pytest.approx(0.9)
