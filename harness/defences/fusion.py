@@ -10,10 +10,12 @@ statistic here comes from the victim's training data or from held-out benign que
 Signals (``signals:``; each oriented so that higher = less like benign data):
 
 - ``pixel_density``: negative log-likelihood of the query under per-input-feature intensity
-  histograms (``pixel_bins`` bins over the input range, Laplace-smoothed) fitted on the victim's
-  training data — a naive per-pixel density model. Dense small perturbations (JBDA's steps) move
-  pixels that are nearly constant in benign data (a digit's background) into rare bins. Costs a
-  table lookup per input feature.
+  histograms (``pixel_bins`` bins over the input range, plus, with ``pixel_atoms``, one cell for
+  each end of the range; Laplace-smoothed) fitted on the victim's training data — a naive
+  per-pixel density model. Dense small perturbations (JBDA's steps) move pixels that are nearly
+  constant in benign data (a digit's background) into rare cells; the end cells make that hold
+  for steps of any size (with bins alone a step smaller than a bin stays in the background's
+  bin: 16 bins missed JBDA with steps of 0.02). Costs a table lookup per input feature.
 - ``energy``: -logsumexp(logits) of the victim (needs its logits).
 - ``msp``: 1 - max softmax probability of the victim.
 - ``feature_knn``: cosine distance from the query's penultimate-layer features to its
@@ -78,6 +80,10 @@ class FusionParams(BaseModel):
                                         "used to standardise the signals; the rest sets the threshold")
     pixel_bins: int = Field(16, ge=2, le=256, description="pixel_density: histogram bins per input feature over "
                             "the input range")
+    pixel_atoms: bool = Field(True, description="pixel_density: the input range's two ends are cells of their own "
+                              "beside the bins, so a feature that benign data hold exactly at an end (a digit's "
+                              "black background, a saturated pixel) makes any move away from it rare however "
+                              "small; false = bins only")
     knn_k: int | None = Field(None, gt=0, description="feature_knn: distance to the k-th nearest training sample; "
                               "null = one per 1,000 bank samples (at least 1), Sun et al.'s ratio (k = 50 for "
                               "CIFAR-10's 50,000)")
@@ -275,7 +281,8 @@ class FusionDetector(Detector):
     def _fit_histograms(self, x: np.ndarray, clip_values: tuple[float, float]) -> np.ndarray:
         bins = self._bins(x, clip_values)  # (n, d)
         nb = self.params.pixel_bins
-        counts = np.stack([np.bincount(bins[:, j], minlength=nb) for j in range(bins.shape[1])]).astype(np.float64)
+        cells = nb + 2 if self.params.pixel_atoms else nb
+        counts = np.stack([np.bincount(bins[:, j], minlength=cells) for j in range(bins.shape[1])]).astype(np.float64)
         counts += 1.0  # Laplace smoothing: an unseen bin is rare, not impossible
         return np.log(counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
 
@@ -283,7 +290,12 @@ class FusionDetector(Detector):
         lo, hi = float(clip_values[0]), float(clip_values[1])
         flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
         scaled = (flat - lo) / max(hi - lo, 1e-12)
-        return np.clip((scaled * self.params.pixel_bins).astype(np.int64), 0, self.params.pixel_bins - 1)
+        nb = self.params.pixel_bins
+        cells = np.clip((scaled * nb).astype(np.int64), 0, nb - 1)
+        if self.params.pixel_atoms:
+            # cells nb and nb + 1: exactly the low / high end (to float32 rounding)
+            cells = np.where(scaled <= 1e-6, nb, np.where(scaled >= 1 - 1e-6, nb + 1, cells))
+        return cells
 
     # -- signals -------------------------------------------------------------------------------
     def _features(self, x: np.ndarray) -> np.ndarray:
