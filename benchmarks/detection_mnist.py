@@ -137,11 +137,26 @@ def report(run_dir: Path) -> None:
 
 
 def seed_bound(seed_size: int, budget: int) -> tuple[float, float]:
-    """Best per-query AUROC and FPR@95%TPR any detector can reach on JBDA's first ``budget`` queries, whose
-    first ``seed_size`` are natural in-distribution images (indistinguishable from benign ones)."""
+    """Expected ceiling of a per-query detector's AUROC (and floor of its FPR@95%TPR) on JBDA's first
+    ``budget`` queries, whose first ``seed_size`` are natural in-distribution images: every augmented
+    query ranked above every benign one, the seeds scored like benign queries (in expectation; a
+    finite sample can land a little either side)."""
     s = min(1.0, seed_size / budget)
     fpr95 = max(0.0, (0.95 - (1.0 - s)) / s) if s > 0 else 0.0
     return 1.0 - s / 2.0, fpr95
+
+
+#: the adaptive attacker's knobs: an attack whose value differs from its plugin's default is a stealth variant
+STEALTH_KNOBS = ("avoid_detector", "keep_saturated", "stealth_weight", "step_size")
+
+
+def is_adaptive(ref: dict) -> bool:
+    """Whether a resolved attack entry turns a stealth knob away from its plugin's default."""
+    from stealcheck import registry
+
+    params = ref.get("params") or {}
+    fields = registry.attacks.get(ref["plugin"]).params.model_fields
+    return any(k in params and k in fields and params[k] != fields[k].default for k in STEALTH_KNOBS)
 
 
 def fusion_report(run_dir: Path) -> None:
@@ -160,8 +175,7 @@ def fusion_report(run_dir: Path) -> None:
                                                               values="value")
     scenario = summary.get("scenario_resolved") or {}
     attack_plugins = summary.get("attacks", {})
-    stealth = {a for a, ref in ((r.get("id"), r) for r in scenario.get("attacks", []))
-               if (ref.get("params") or {}).get("avoid_detector") or (ref.get("params") or {}).get("step_size")}
+    stealth = {r.get("id") for r in scenario.get("attacks", []) if is_adaptive(r)}
     main = [c for c in auroc.columns if c[0] not in stealth]
     print("== issue 6: AUROC / FPR@95%TPR (%) per attack and budget; fusion first ==")
     order = fusions + [d for d in auroc.index if d not in fusions]
@@ -174,15 +188,22 @@ def fusion_report(run_dir: Path) -> None:
     for a, b in main:
         if attack_plugins.get(a) == "jbda":
             bound = seed_bound(int(seeds.get(a, 150)), int(b))
-            print(f"  bound for any per-query detector on {a}@{int(b)} ({seeds.get(a, 150)} natural seeds among the "
-                  f"first {int(b)} queries): AUROC <= {100 * bound[0]:.1f}, FPR@95%TPR >= {100 * bound[1]:.1f}")
+            print(f"  expected ceiling for a per-query detector on {a}@{int(b)} ({seeds.get(a, 150)} natural seeds among the "
+                  f"first {int(b)} queries): AUROC ~{100 * bound[0]:.1f}, FPR@95%TPR ~{100 * bound[1]:.1f}")
     print("\nCALIBRATION.md (prototype, 1k queries; JBDA / Knockoff digits / DFME-like / notMNIST letters):")
     for name, vals in CALIBRATION.items():
         print(f"  {name:<12}" + " / ".join(f"{v:.1f}" for v in vals))
     print("\n== targets ==")
     for f in fusions:
         worst = min(((auroc.loc[f].get(c), c) for c in main if pd.notna(auroc.loc[f].get(c))), default=None)
-        misses = [f"{a}@{int(b)}: {pct(auroc.loc[f].get((a, b)))}/{pct(fpr95.loc[f].get((a, b)))}" for a, b in main
+        def bound_note(a: str, b) -> str:
+            if attack_plugins.get(a) != "jbda":
+                return ""
+            best_auroc, best_fpr = seed_bound(int(seeds.get(a, 150)), int(b))
+            return f" (seed ceiling ~{100 * best_auroc:.1f}/{100 * best_fpr:.1f})"
+
+        misses = [f"{a}@{int(b)}: {pct(auroc.loc[f].get((a, b)))}/{pct(fpr95.loc[f].get((a, b)))}{bound_note(a, b)}"
+                  for a, b in main
                   if pd.notna(auroc.loc[f].get((a, b))) and (auroc.loc[f].get((a, b)) < TARGET_AUROC
                                                               or fpr95.loc[f].get((a, b)) > TARGET_FPR95)]
         print(f"{f}: worst cell {worst[1][0]}@{int(worst[1][1])} AUROC {pct(worst[0])}; cells missing AUROC>=95 or "

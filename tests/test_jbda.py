@@ -80,6 +80,23 @@ def test_augmentation_moves_along_the_sign_of_the_substitute_jacobian(variant, d
     np.testing.assert_allclose(new[clipped], np.clip(x + lam * expected_sign, 0, 1)[clipped], atol=1e-6)
 
 
+@pytest.mark.parametrize("variant", ["jbda", "jb-topk"])
+def test_keep_saturated_leaves_features_at_the_range_ends_alone(variant):
+    """The adaptive attacker's knob: features exactly at 0 or 1 stay put; the others move as without it."""
+    x = np.random.default_rng(5).uniform(0.2, 0.8, size=(40, D)).astype(np.float32)
+    x[:, 0] = 0.0  # a background feature
+    x[:20, 1] = 1.0  # a saturated one
+    labels = np.argmax(_oracle().predict(x), axis=1)
+    thief = _thief()
+    plain = JacobianAugmentation(_oracle(), nb_stolen=100, variant=variant).augment(thief, x, labels, 0)
+    kept = JacobianAugmentation(_oracle(), nb_stolen=100, variant=variant, keep_saturated=True).augment(
+        thief, x, labels, 0)
+    ends = (x == 0.0) | (x == 1.0)
+    assert np.array_equal(kept[ends], x[ends])
+    assert not np.array_equal(plain[ends], x[ends])  # without the knob they move
+    np.testing.assert_array_equal(kept[~ends], plain[~ends])
+
+
 def test_sign_schedule_flips_every_tau_rounds():
     attack = JacobianAugmentation(_oracle(), nb_stolen=10, sign_period=2)
     assert [attack.step_sign(r) for r in range(6)] == [1, 1, -1, -1, 1, 1]
@@ -154,6 +171,7 @@ def test_extract_returns_the_trained_substitute():
     ({"nb_stolen": 10, "reservoir_after": -1}, "'reservoir_after'"),
     ({"nb_stolen": 10, "sign_period": 1.5}, "'sign_period'"),
     ({"nb_stolen": 10, "checkpoints": [5, 20]}, "'checkpoints' parameter"),
+    ({"nb_stolen": 10, "keep_saturated": "yes"}, "'keep_saturated' parameter of JacobianAugmentation must be a boolean"),
 ])
 def test_parameter_validation(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

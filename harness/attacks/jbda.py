@@ -59,6 +59,12 @@ class JacobianAugmentation(ExtractionAttack):
     ``reservoir_size`` kappa, from round ``reservoir_after`` (sigma) on only kappa random points
     of the set are augmented per round, which bounds the cost of later rounds.
 
+    ``keep_saturated`` (an adaptive attacker's knob, not in the papers): features that sit exactly
+    at an end of the input range (a digit's black background, a saturated stroke) are left where
+    they are, so only the features in between move. It answers a detector that models benign
+    data's exact background (the ``fusion`` detector's ``pixel_atoms``) at the price of steps with
+    fewer moving features.
+
     The substitute is ``thieved_classifier``, an ART ``PyTorchClassifier`` whose module outputs
     logits; F is its softmax. It is trained with ``fit(x, answers, batch_size, nb_epochs)`` on
     every labelled point before each augmentation and at each budget checkpoint. The victim is
@@ -71,7 +77,7 @@ class JacobianAugmentation(ExtractionAttack):
     attack_params = ExtractionAttack.attack_params + [
         "nb_stolen", "variant", "nb_rounds", "step_size", "nb_epochs", "batch_size_fit", "batch_size_query",
         "sign_period", "reservoir_size", "reservoir_after", "top_k", "topk_steps", "use_probability", "seed",
-        "checkpoints",
+        "checkpoints", "keep_saturated",
     ]
     _estimator_requirements = (BaseEstimator, ClassifierMixin)
 
@@ -79,8 +85,9 @@ class JacobianAugmentation(ExtractionAttack):
                  step_size: float = 0.1, nb_epochs: int = 10, batch_size_fit: int = 128,
                  batch_size_query: int = 256, sign_period: int | None = None, reservoir_size: int | None = None,
                  reservoir_after: int = 3, top_k: int = 3, topk_steps: int = 5, use_probability: bool = False,
-                 seed: int = 0, checkpoints: list[int] | None = None) -> None:
+                 seed: int = 0, checkpoints: list[int] | None = None, keep_saturated: bool = False) -> None:
         super().__init__(estimator=classifier)
+        self.keep_saturated = keep_saturated
         self.nb_stolen = nb_stolen
         self.variant = variant
         self.nb_rounds = nb_rounds
@@ -119,6 +126,9 @@ class JacobianAugmentation(ExtractionAttack):
         if not (isinstance(self.step_size, (int, float)) and self.step_size > 0):
             raise ValueError(f"The 'step_size' parameter of JacobianAugmentation must be a positive number. "
                              f"Got {self.step_size!r} instead.")
+        if not isinstance(self.keep_saturated, bool):
+            raise ValueError(f"The 'keep_saturated' parameter of JacobianAugmentation must be a boolean. "
+                             f"Got {self.keep_saturated!r} instead.")
         if any(c <= 0 or c > self.nb_stolen for c in self.checkpoints):
             raise ValueError(f"The 'checkpoints' parameter of JacobianAugmentation must lie in [1, nb_stolen="
                              f"{self.nb_stolen}]. Got {self.checkpoints} instead.")
@@ -134,6 +144,14 @@ class JacobianAugmentation(ExtractionAttack):
     def augment(self, substitute: PyTorchClassifier, x: np.ndarray, labels: np.ndarray,
                 round_index: int) -> np.ndarray:
         """New points for the inputs ``x`` whose victim labels are ``labels`` (one per input)."""
+        moved = self._augment(substitute, x, labels, round_index)
+        if self.keep_saturated:
+            lo, hi = self._clip()
+            moved = np.where((x > lo) & (x < hi), moved, x).astype(np.float32)
+        return moved
+
+    def _augment(self, substitute: PyTorchClassifier, x: np.ndarray, labels: np.ndarray,
+                 round_index: int) -> np.ndarray:
         lam = self.step_size * self.step_sign(round_index)
         lo, hi = self._clip()
         model = substitute.model
@@ -262,7 +280,8 @@ class JBDAParams(BaseModel):
     topk_steps: int = Field(5, gt=0, description="jb-topk: gradient steps towards the target")
     use_probability: bool = Field(False, description="train on the served probabilities (Papernot: labels)")
     batch_size_query: int = Field(256, gt=0, description="inputs per query batch sent to the victim")
-
+    keep_saturated: bool = Field(False, description="adaptive attacker: leave features at an end of the input "
+                                 "range (a digit's black background) where they are; only the others move")
 
 
 @attacks.register("jbda", params=JBDAParams, uses_pool=False, data_roles=lambda p: [p.seed_data],
@@ -287,5 +306,6 @@ class JBDAAttack:
             step_size=p.step_size, nb_epochs=p.nb_epochs, batch_size_fit=ctx.thief_spec.batch_size,
             batch_size_query=p.batch_size_query, sign_period=p.sign_period, reservoir_size=p.reservoir_size,
             reservoir_after=p.reservoir_after, top_k=p.top_k, topk_steps=p.topk_steps,
-            use_probability=p.use_probability, seed=ctx.seed, checkpoints=ctx.budgets)
+            use_probability=p.use_probability, seed=ctx.seed, checkpoints=ctx.budgets,
+            keep_saturated=p.keep_saturated)
         yield from attack.iter_extract(seeds.x[chosen], ctx.make_thief())
