@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 COLUMNS = ["kind", "victim", "defence", "attack", "budget", "seed", "metric", "value"]
@@ -72,7 +73,7 @@ class ResultsStore:
             frame = read_results(self.run_dir)
             keys = [row_cell_key(k, d, a, s) for k, d, a, s in
                     zip(frame["kind"], frame["defence"], frame["attack"], frame["seed"])]
-            frame = frame[[k in done for k in keys]]
+            frame = frame[np.array([k in done for k in keys], dtype=bool)]
             frame.to_csv(self.csv_path, index=False, columns=COLUMNS)
         return done
 

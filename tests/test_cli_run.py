@@ -294,6 +294,29 @@ def test_open_for_resume_drops_rows_of_unfinished_cells(tmp_path):
     assert list(read_results(tmp_path)["defence"]) == ["none"]
 
 
+def test_open_for_resume_twice_before_any_cell_finished(tmp_path):
+    # The first resume drops every row (no cell finished) and leaves a header-only results.csv;
+    # a second interruption and resume must read that back, not fail on it.
+    store = ResultsStore(tmp_path)
+    store.append([{"kind": "utility", "victim": "v", "defence": "none", "attack": "", "budget": "", "seed": "",
+                   "metric": "victim_accuracy", "value": 0.9}])
+    assert store.open_for_resume() == set()
+    assert store.open_for_resume() == set()
+    assert len(read_results(tmp_path)) == 0 and list(read_results(tmp_path).columns) == COLUMNS
+
+
+def test_open_for_resume_keeps_detection_and_detector_rows(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append([{"kind": "detector", "victim": "v", "defence": "msp", "attack": "", "budget": "", "seed": "",
+                   "metric": "fit_seconds", "value": 0.1},
+                  {"kind": "detection", "victim": "v", "defence": "msp", "attack": "jbda", "budget": 100,
+                   "seed": 0, "metric": "auroc", "value": 0.7}])
+    store.finish_cell(cell_key("detectors", ""))
+    store.finish_cell(cell_key("detection", "", "jbda", 0))
+    store.open_for_resume()
+    assert sorted(read_results(tmp_path)["kind"]) == ["detection", "detector"]
+
+
 def test_resume_without_a_run_is_an_input_error(tmp_path, capsys, write_yaml):
     path = write_yaml(tiny_scenario(output={"dir": str(tmp_path / "runs")}))
     code, out = _run(["run", str(path), "--quiet", "--resume", "--out", str(tmp_path / "nothing")], capsys)
