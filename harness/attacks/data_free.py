@@ -198,12 +198,14 @@ class DataFreeModelExtraction(ExtractionAttack):
 
     Budgets: the reference runs 2M (SVHN) and 20M (CIFAR-10) queries. Measured against a conv3
     MNIST victim (``benchmarks/attacks_mnist.py``, generator width 16, 10k MNIST test images, 2 CPU
-    cores): fidelity 0.564 at 100k queries (105 s), 0.968 at 500k (592 s), 0.977 at 2M (2,433 s).
-    Far below that the student gets few SGD steps (5 per 1,792 queries at the defaults), and
-    whether it leaves the constant-output plateau a freshly initialised network starts on varies
-    with the victim and the initialisation: a standalone run against another conv3 victim stayed at
-    chance (fidelity 0.095) through 200k queries, with student learning rates 0.1 and 0.01 alike.
-    :class:`MAZE`'s experience replay adds steps that cost no queries.
+    cores), one run with ``nb_stolen`` 2M: fidelity 0.564 at 100k queries (105 s), 0.968 at 500k
+    (592 s), 0.977 at 2M (2,433 s). The learning-rate milestones are fractions of ``nb_stolen``, so
+    a small budget decays the rates early: a run whose budget is 100k itself (rates cut by 0.3^3 at
+    50k) stays at chance (fidelity 0.104), as did a standalone run with a 200k budget (0.095, with
+    student rates 0.1 and 0.01 alike). The student gets 5 SGD steps per 1,792 queries and needs its
+    full rate for the first few hundred thousand queries to leave the constant-output plateau a
+    fresh network starts on; for small budgets pass ``lr_milestones: []`` or use :class:`MAZE`,
+    whose experience replay adds steps that cost no queries.
     """
 
     attack_params = ExtractionAttack.attack_params + [
