@@ -202,10 +202,10 @@ class DataFreeModelExtraction(ExtractionAttack):
     (592 s), 0.977 at 2M (2,433 s). The learning-rate milestones are fractions of ``nb_stolen``, so
     a small budget decays the rates early: a run whose budget is 100k itself (rates cut by 0.3^3 at
     50k) stays at chance (fidelity 0.104), as did a standalone run with a 200k budget (0.095, with
-    student rates 0.1 and 0.01 alike). The student gets 5 SGD steps per 1,792 queries and needs its
-    full rate for the first few hundred thousand queries to leave the constant-output plateau a
-    fresh network starts on; for small budgets pass ``lr_milestones: []`` or use :class:`MAZE`,
-    whose experience replay adds steps that cost no queries.
+    student rates 0.1 and 0.01 alike); an earlier 100k run with a constant rate stayed there too,
+    so the schedule is not the whole story. The student gets 5 SGD steps per 1,792 queries, a few
+    hundred by 100k, and may not leave the constant-output plateau a fresh network starts on;
+    :class:`MAZE`'s experience replay adds steps that cost no queries.
     """
 
     attack_params = ExtractionAttack.attack_params + [
