@@ -155,8 +155,6 @@ class KnockoffParams(BaseModel):
 
 def knockoff_pool(p: KnockoffParams, ctx: AttackContext) -> Dataset:
     """The proxy pool the attack samples: data.attacker or ``pool_data``, cut by the avoided detector."""
-    if p.pool_data is not None and ctx.load_data is None:
-        raise ValueError(f"knockoff: pool_data '{p.pool_data}' needs the scenario's data sets")
     pool = _base_pool(p, ctx.pool, ctx.load_data)
     if pool is None:
         raise ValueError("knockoff needs an attacker pool (data.attacker or pool_data)")
@@ -183,7 +181,11 @@ def knockoff_pool_size(p: KnockoffParams, pool: Dataset | None, load_data) -> in
 
 def _base_pool(p: KnockoffParams, pool: Dataset | None, load_data) -> Dataset | None:
     """data.attacker, or the data set ``pool_data`` names."""
-    return load_data(p.pool_data) if p.pool_data is not None else pool
+    if p.pool_data is None:
+        return pool
+    if load_data is None:
+        raise ValueError(f"knockoff: pool_data '{p.pool_data}' needs the scenario's data sets")
+    return load_data(p.pool_data)
 
 
 def _prefix_attack(ctx: AttackContext, make_art_attack) -> Iterator[tuple[int, ThiefClassifier]]:
