@@ -310,11 +310,15 @@ class FusionDetector(Detector):
         ctx = self._ctx
         cols: dict[str, np.ndarray] = {}
         wanted = set(self.signals_)
-        feats = logits = None
+        logits = None
         if self.net_ is not None and (wanted & {"energy", "msp", *FEATURE_SIGNALS}):
+            # The feature signals' matrix products stay in torch: a numpy (OpenBLAS) product between two
+            # forward passes leaves OpenBLAS threads spinning against torch's, which made the victim's
+            # own forward pass here 3-4x slower on 2 cores (benchmarks/same_cost.py).
             with torch.inference_mode():
                 f, lg = features_and_logits(self.net_, torch.from_numpy(np.ascontiguousarray(x)), self.head_)
-            feats, logits = f.double().numpy(), lg.double().numpy()
+                logits = lg.double().numpy()
+                cols.update(self._feature_signals(f.double(), wanted))
         elif "energy" in wanted:
             logits = np.asarray(ctx.logits(x), dtype=np.float64)
         if "pixel_density" in wanted:
@@ -330,19 +334,6 @@ class FusionDetector(Detector):
             else:
                 probs = np.asarray(ctx.predict_proba(x), dtype=np.float64)
             cols["msp"] = 1.0 - probs.max(axis=1)
-        if "feature_knn" in wanted:
-            fn = (feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-            sims = fn @ self.bank_.T
-            k = min(self.knn_k_, sims.shape[1])
-            kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
-            cols["feature_knn"] = 1.0 - kth.astype(np.float64)
-        if "feature_mahalanobis" in wanted:
-            # (f - m)' P (f - m) = f'Pf - 2 f'P m + m'P m, for every class mean m at once
-            fp = feats @ self.feature_precision_
-            means_p = self.class_means_ @ self.feature_precision_
-            d = (fp * feats).sum(axis=1, keepdims=True) - 2.0 * fp @ self.class_means_.T \
-                + (means_p * self.class_means_).sum(axis=1)[None]
-            cols["feature_mahalanobis"] = np.maximum(d, 0.0).min(axis=1)
         if wanted & {"reconstruction", "deviation"}:
             t = self.same_._terms_batch(x)
             cols["reconstruction"], cols["deviation"] = t[:, 0], t[:, 1]
@@ -350,6 +341,23 @@ class FusionDetector(Detector):
             cols["masked_reconstruction"] = self.same_.masked_reconstruction_error(
                 x, self.params.masked_draws, self.params.masked_ratio, seed=0)
         return np.stack([cols[s] for s in self.signals_], axis=1)
+
+    def _feature_signals(self, feats: torch.Tensor, wanted: set[str]) -> dict[str, np.ndarray]:
+        """feature_knn / feature_mahalanobis from penultimate features (float64 tensor), computed in torch."""
+        out: dict[str, np.ndarray] = {}
+        if "feature_knn" in wanted:
+            fn = (feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
+            sims = fn @ torch.from_numpy(self.bank_).T
+            k = min(self.knn_k_, sims.shape[1])
+            kth = sims.topk(k, dim=1).values[:, k - 1]
+            out["feature_knn"] = 1.0 - kth.double().numpy()
+        if "feature_mahalanobis" in wanted:
+            # (f - m)' P (f - m) = f'Pf - 2 f'P m + m'P m, for every class mean m at once
+            prec, means = torch.from_numpy(self.feature_precision_), torch.from_numpy(self.class_means_)
+            fp = feats @ prec
+            d = (fp * feats).sum(dim=1, keepdim=True) - 2.0 * fp @ means.T + ((means @ prec) * means).sum(dim=1)[None]
+            out["feature_mahalanobis"] = d.clamp_min(0.0).min(dim=1).values.numpy()
+        return out
 
     def signal_values(self, x: np.ndarray) -> np.ndarray:
         """Raw signals, (n, len(signals_)), columns in ``signals_`` order (higher = more suspicious)."""
