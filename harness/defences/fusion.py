@@ -23,6 +23,9 @@ Signals (``signals:``; each oriented so that higher = less like benign data):
   features are the input of its last linear layer).
 - ``feature_mahalanobis``: class-conditional Mahalanobis distance on the same features, shared
   Ledoit-Wolf covariance (Lee et al., NeurIPS 2018), minimum over classes.
+  With ``feature_dims`` both feature signals work on the features projected onto the bank's top
+  singular directions (kNN reads bank size x dimensions numbers per query, which dominates the cost
+  of scoring one query at a time).
 - ``reconstruction`` / ``masked_reconstruction`` / ``deviation``: SAME's terms (unmasked MAE
   reconstruction error; the error on masked patches averaged over ``masked_draws`` random masks;
   the victim-vs-auxiliary KL), from the MAE configured under ``mae:`` (shared with the ``same``
@@ -89,6 +92,10 @@ class FusionParams(BaseModel):
                               "CIFAR-10's 50,000)")
     bank_size: int = Field(5000, gt=0, description="feature_knn / feature_mahalanobis: training samples kept "
                            "(seeded subsample when the training set is larger)")
+    feature_dims: int | None = Field(None, gt=0, description="feature_knn / feature_mahalanobis: project the "
+                                     "penultimate features onto their top singular directions on the bank (benign "
+                                     "training data) first, keeping this many; null = all. The bank's size times "
+                                     "this is what kNN reads per query, so it sets the single-query cost")
     masked_draws: int = Field(4, gt=0, description="masked_reconstruction: random masks averaged per query")
     masked_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="masked_reconstruction: share of patches masked")
     mae: SameModelParams = Field(default_factory=lambda: SameModelParams(patch_size=7),
@@ -197,6 +204,7 @@ class FusionDetector(Detector):
         self.bank_: np.ndarray | None = None
         self.class_means_: np.ndarray | None = None
         self.feature_precision_: np.ndarray | None = None
+        self.projection_: np.ndarray | None = None
         self.mean_ = np.zeros(len(self.signals_))
         self.std_ = np.ones(len(self.signals_))
         self.signal_precision_: np.ndarray | None = None
@@ -228,6 +236,11 @@ class FusionDetector(Detector):
             if len(idx) > self.params.bank_size:
                 idx = np.sort(rng.choice(len(idx), self.params.bank_size, replace=False))
             feats = self._features(train_x[idx])
+            d = self.params.feature_dims
+            if d is not None and d < feats.shape[1]:
+                # uncentred truncated SVD: the rank-d subspace that best keeps the bank's inner products
+                self.projection_ = np.linalg.svd(feats, full_matrices=False)[2][:d].T.copy()
+                feats = feats @ self.projection_
             if "feature_knn" in self.signals_:
                 self.bank_ = (feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)).astype(np.float32)
                 self.knn_k_ = self.params.knn_k or max(1, int(round(len(self.bank_) / 1000)))
@@ -299,6 +312,7 @@ class FusionDetector(Detector):
 
     # -- signals -------------------------------------------------------------------------------
     def _features(self, x: np.ndarray) -> np.ndarray:
+        """Penultimate features of the victim (float64, not projected)."""
         out = []
         with torch.inference_mode():
             for i in range(0, len(x), self.params.score_batch_size):
@@ -345,6 +359,8 @@ class FusionDetector(Detector):
     def _feature_signals(self, feats: torch.Tensor, wanted: set[str]) -> dict[str, np.ndarray]:
         """feature_knn / feature_mahalanobis from penultimate features (float64 tensor), computed in torch."""
         out: dict[str, np.ndarray] = {}
+        if self.projection_ is not None:
+            feats = feats @ torch.from_numpy(self.projection_)
         if "feature_knn" in wanted:
             fn = (feats / feats.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
             sims = fn @ torch.from_numpy(self.bank_).T
@@ -395,6 +411,7 @@ class FusionDetector(Detector):
 
         out: dict[str, Any] = {"signals": list(self.signals_), "log_hist": t(self.log_hist_), "bank": t(self.bank_),
                                "class_means": t(self.class_means_), "feature_precision": t(self.feature_precision_),
+                               "projection": t(self.projection_),
                                "mean": t(self.mean_), "std": t(self.std_),
                                "signal_precision": t(self.signal_precision_),
                                "threshold": self.threshold_, "threshold_fpr": self.threshold_fpr_,
@@ -412,6 +429,7 @@ class FusionDetector(Detector):
 
         self.log_hist_, self.bank_ = n(state["log_hist"]), n(state["bank"])
         self.class_means_, self.feature_precision_ = n(state["class_means"]), n(state["feature_precision"])
+        self.projection_ = n(state.get("projection"))
         self.mean_, self.std_ = n(state["mean"]), n(state["std"])
         self.signal_precision_ = n(state["signal_precision"])
         self.threshold_, self.threshold_fpr_ = float(state["threshold"]), float(state["threshold_fpr"])
