@@ -137,15 +137,26 @@ def time_per_query(fn: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int 
     return float(np.median(times)) / max(1, len(x))
 
 
+def cost_ratio(score: Callable[[np.ndarray], Any], victim: Callable[[np.ndarray], Any], x: np.ndarray,
+               repeats: int = 3) -> tuple[float, float]:
+    """Seconds per query of ``score`` and of ``victim`` on ``x``, timed alternately (median of ``repeats``
+    each), so that a change in the machine's load during the run reaches both sides of the ratio."""
+    score_t, victim_t = [], []
+    for _ in range(repeats):
+        victim_t.append(time_per_query(victim, x, repeats=1))
+        score_t.append(time_per_query(score, x, repeats=1))
+    return float(np.median(score_t)), float(np.median(victim_t))
+
+
 def detector_rows(fitted: dict[str, FittedDetector], victim: Victim, test: Dataset, timing_x: np.ndarray,
                   victim_name: str) -> list[dict]:
-    """Cost rows per detector: fit time, scoring vs victim inference time, served accuracy."""
+    """Cost rows per detector: fit time, scoring vs victim inference time (timed alternately, per detector),
+    served accuracy."""
     rows = []
-    victim_s = time_per_query(victim.predict_proba, timing_x)
     for det_id, f in fitted.items():
         values: dict[str, float] = {"fit_seconds": float(f.fit_seconds) if f.fit_seconds is not None else np.nan}
         if not f.per_client:
-            score_s = time_per_query(f.detector.score, timing_x)
+            score_s, victim_s = cost_ratio(f.detector.score, victim.predict_proba, timing_x)
             values.update(score_ms_per_query=score_s * 1e3, victim_ms_per_query=victim_s * 1e3,
                           score_cost_ratio=score_s / victim_s if victim_s > 0 else np.nan)
         served = f.detector.serving_predict(test.x) if test.y is not None else None
@@ -237,4 +248,4 @@ def load_scores(run_dir: Path) -> dict[tuple[str, str, int], dict[str, np.ndarra
 
 
 __all__ = ["DETECTION_METRICS", "FittedDetector", "DefenderData", "defender_data", "detector_context",
-           "fit_detectors", "detector_rows", "collect_attack_queries", "score_rows", "load_scores"]
+           "fit_detectors", "cost_ratio", "detector_rows", "collect_attack_queries", "score_rows", "load_scores"]

@@ -150,3 +150,14 @@ def test_detection_gate(tmp_path):
 def test_bad_detection_config(change, message):
     with pytest.raises(ScenarioError, match=message):
         build_scenario(detection_scenario(**change))
+
+
+def test_cost_ratio_times_victim_and_detector_alternately():
+    # a load change during the run must reach both sides of the ratio, so the two are timed in turns
+    from stealcheck.detection_track import cost_ratio
+
+    calls: list[str] = []
+    x = np.zeros((8, 1, 4, 4), dtype=np.float32)
+    score_s, victim_s = cost_ratio(lambda b: calls.append("score"), lambda b: calls.append("victim"), x, repeats=3)
+    assert calls == ["victim", "score"] * 3
+    assert score_s > 0 and victim_s > 0
