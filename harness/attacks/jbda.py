@@ -63,7 +63,7 @@ class JacobianAugmentation(ExtractionAttack):
     at an end of the input range (a digit's black background, a saturated stroke) are left where
     they are, so only the features in between move. It answers a detector that models benign
     data's exact background (the ``fusion`` detector's ``pixel_atoms``) at the price of steps with
-    fewer moving features.
+    fewer moving features; ``fusion``'s ``intensity_knn`` signal answers it in turn.
 
     The substitute is ``thieved_classifier``, an ART ``PyTorchClassifier`` whose module outputs
     logits; F is its softmax. It is trained with ``fit(x, answers, batch_size, nb_epochs)`` on

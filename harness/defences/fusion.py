@@ -16,6 +16,12 @@ Signals (``signals:``; each oriented so that higher = less like benign data):
   constant in benign data (a digit's background) into rare cells; the end cells make that hold
   for steps of any size (with bins alone a step smaller than a bin stays in the background's
   bin: 16 bins missed JBDA with steps of 0.02). Costs a table lookup per input feature.
+- ``intensity_knn``: distance from the query's intensity histogram — log(1 + count) of its input
+  features in each cell of ``pixel_density``'s cells, position ignored — to the ``knn_k``-th
+  nearest training sample's (Euclidean). Perturbations that keep every pixel plausible where it is
+  still change the image's overall mix of intensities: JBDA steps restricted to stroke pixels
+  (``keep_saturated``, which evades ``pixel_density``) push edge values by +-0.1 and clip some to
+  the range ends. Costs a histogram per query and a distance to each bank histogram.
 - ``energy``: -logsumexp(logits) of the victim (needs its logits).
 - ``msp``: 1 - max softmax probability of the victim.
 - ``feature_knn``: cosine distance from the query's penultimate-layer features to its
@@ -31,7 +37,8 @@ Signals (``signals:``; each oriented so that higher = less like benign data):
   the victim-vs-auxiliary KL), from the MAE configured under ``mae:`` (shared with the ``same``
   detectors through the cache when the configuration matches). The most expensive signals.
 
-Fitting (benign only): the histograms, the feature bank and class means come from ``ctx.train``.
+Fitting (benign only): the histograms, the intensity and feature banks and the class means come from
+``ctx.train``.
 ``ctx.calibration`` (benign queries the victim never trained on) is split, seeded, into a
 *standardisation* part — each signal's mean and standard deviation, and for the ``mahalanobis``
 rule the signals' covariance — and a *threshold* part, on which the combined score's
@@ -59,21 +66,21 @@ from stealcheck.registry import detectors
 from .detectors import Detector, DetectorContext
 from .same import SameModelParams
 
-SIGNALS = ("pixel_density", "energy", "msp", "feature_knn", "feature_mahalanobis", "reconstruction",
-           "masked_reconstruction", "deviation")
+SIGNALS = ("pixel_density", "intensity_knn", "energy", "msp", "feature_knn", "feature_mahalanobis",
+           "reconstruction", "masked_reconstruction", "deviation")
 MAE_SIGNALS = ("reconstruction", "masked_reconstruction", "deviation")
 FEATURE_SIGNALS = ("feature_knn", "feature_mahalanobis")
 #: the default signals, in order, each used when the victim allows it (see ``resolve_signals``)
-DEFAULT_SIGNALS = ("pixel_density", "energy", "feature_knn")
+DEFAULT_SIGNALS = ("pixel_density", "intensity_knn", "energy", "feature_knn")
 
 
 class FusionParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     signals: list[Literal[SIGNALS]] | None = Field(  # type: ignore[valid-type]
-        None, description="signals to combine, from " + ", ".join(SIGNALS) + "; null = pixel_density, energy and "
-        "feature_knn, each where the victim allows it (energy needs logits, feature_knn the victim network; "
-        "msp replaces energy without logits)")
+        None, description="signals to combine, from " + ", ".join(SIGNALS) + "; null = pixel_density, "
+        "intensity_knn, energy and feature_knn, each where the victim allows it (intensity_knn for image inputs, "
+        "energy needs logits, feature_knn the victim network; msp replaces energy without logits)")
     rule: Literal["max", "sum", "mahalanobis"] = Field(
         "max", description="how standardised signals combine: 'max' (monotone), 'sum' (monotone) or "
         "'mahalanobis' (distance from the benign mean in signal space, two-sided)")
@@ -81,16 +88,18 @@ class FusionParams(BaseModel):
                               "for (threshold_ / flag(x)), measured on the calibration's threshold part")
     standardize_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of the benign calibration data "
                                         "used to standardise the signals; the rest sets the threshold")
-    pixel_bins: int = Field(16, ge=2, le=256, description="pixel_density: histogram bins per input feature over "
+    pixel_bins: int = Field(16, ge=2, le=256, description="pixel_density / intensity_knn: histogram bins over "
                             "the input range")
-    pixel_atoms: bool = Field(True, description="pixel_density: the input range's two ends are cells of their own "
-                              "beside the bins, so a feature that benign data hold exactly at an end (a digit's "
-                              "black background, a saturated pixel) makes any move away from it rare however "
-                              "small; false = bins only")
-    knn_k: int | None = Field(None, gt=0, description="feature_knn: distance to the k-th nearest training sample; "
+    pixel_atoms: bool = Field(True, description="pixel_density / intensity_knn: the input range's two ends are "
+                              "cells of their own beside the bins, so a feature that benign data hold exactly at "
+                              "an end (a digit's black background, a saturated pixel) makes any move away from it "
+                              "rare however small; false = bins only")
+    knn_k: int | None = Field(None, gt=0, description="feature_knn / intensity_knn: distance to the k-th nearest "
+                              "training sample; "
                               "null = one per 1,000 bank samples (at least 1), Sun et al.'s ratio (k = 50 for "
                               "CIFAR-10's 50,000)")
-    bank_size: int = Field(5000, gt=0, description="feature_knn / feature_mahalanobis: training samples kept "
+    bank_size: int = Field(5000, gt=0, description="feature_knn / feature_mahalanobis / intensity_knn: training "
+                           "samples kept "
                            "(seeded subsample when the training set is larger)")
     feature_dims: int | None = Field(None, gt=0, description="feature_knn / feature_mahalanobis: project the "
                                      "penultimate features onto their top singular directions on the bank (benign "
@@ -142,7 +151,8 @@ def resolve_signals(params: FusionParams, ctx: DetectorContext) -> list[str]:
     has_net = ctx.victim_network is not None and last_linear(ctx.victim_network) is not None
     has_logits = ctx.logits is not None or has_net
     if params.signals is None:
-        out = ["pixel_density", "energy" if has_logits else "msp"]
+        out = ["pixel_density"] + (["intensity_knn"] if len(ctx.input_shape) == 3 else [])
+        out.append("energy" if has_logits else "msp")
         if has_net:
             out.append("feature_knn")
         return out
@@ -174,14 +184,14 @@ def combine(z: np.ndarray, rule: str, precision: np.ndarray | None = None) -> np
 
 @detectors.register("fusion", params=FusionParams)
 class FusionDetector(Detector):
-    """Signal fusion: pixel density, victim energy / max-softmax, penultimate-feature kNN or Mahalanobis
-    distance and SAME's reconstruction terms, each z-scored on benign data and combined by a benign-only
-    rule (max of z-scores by default), with a threshold for a target benign false-positive rate.
+    """Signal fusion: pixel density, intensity mix, victim energy / max-softmax, penultimate-feature kNN
+    or Mahalanobis distance and SAME's reconstruction terms, each z-scored on benign data and combined by
+    a benign-only rule (max of z-scores by default), with a threshold for a target benign false-positive rate.
 
     What the defender needs: the victim's training data and benign held-out queries (the scenario's
     benign set); for the default signals, the victim's logits and its network (penultimate features).
     No attack queries, no outlier data; the victim is not retrained. With only black-box
-    probabilities it falls back to pixel density and max-softmax.
+    probabilities it falls back to pixel density, intensity mix and max-softmax.
 
     Fitting on attack data is refused: :meth:`fit` takes the defender's context only (it carries no
     attack queries), and :meth:`calibrate` — re-standardising on new benign traffic — rejects any
@@ -205,6 +215,7 @@ class FusionDetector(Detector):
         self.class_means_: np.ndarray | None = None
         self.feature_precision_: np.ndarray | None = None
         self.projection_: np.ndarray | None = None
+        self.hist_bank_: np.ndarray | None = None
         self.mean_ = np.zeros(len(self.signals_))
         self.std_ = np.ones(len(self.signals_))
         self.signal_precision_: np.ndarray | None = None
@@ -231,10 +242,13 @@ class FusionDetector(Detector):
         train_x = np.asarray(ctx.train.x, dtype=np.float32)
         if "pixel_density" in self.signals_:
             self.log_hist_ = self._fit_histograms(train_x, ctx.clip_values)
+        idx = np.arange(len(train_x))  # the bank: the training samples the kNN signals compare with
+        if len(idx) > self.params.bank_size:
+            idx = np.sort(rng.choice(len(idx), self.params.bank_size, replace=False))
+        self.knn_k_ = self.params.knn_k or max(1, int(round(len(idx) / 1000)))
+        if "intensity_knn" in self.signals_:
+            self.hist_bank_ = self._intensity_histograms(train_x[idx], ctx.clip_values)
         if any(s in FEATURE_SIGNALS for s in self.signals_):
-            idx = np.arange(len(train_x))
-            if len(idx) > self.params.bank_size:
-                idx = np.sort(rng.choice(len(idx), self.params.bank_size, replace=False))
             feats = self._features(train_x[idx])
             d = self.params.feature_dims
             if d is not None and d < feats.shape[1]:
@@ -243,7 +257,6 @@ class FusionDetector(Detector):
                 feats = feats @ self.projection_
             if "feature_knn" in self.signals_:
                 self.bank_ = (feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-                self.knn_k_ = self.params.knn_k or max(1, int(round(len(self.bank_) / 1000)))
             if "feature_mahalanobis" in self.signals_:
                 if ctx.train.y is None:
                     raise ValueError("feature_mahalanobis needs the victim's labelled training data (ctx.train.y)")
@@ -299,6 +312,14 @@ class FusionDetector(Detector):
         counts += 1.0  # Laplace smoothing: an unseen bin is rare, not impossible
         return np.log(counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
 
+    def _intensity_histograms(self, x: np.ndarray, clip_values: tuple[float, float]) -> np.ndarray:
+        """Per sample: log(1 + number of input features in each cell), position ignored (float32, (n, cells))."""
+        bins = self._bins(x, clip_values)
+        cells = self.params.pixel_bins + 2 if self.params.pixel_atoms else self.params.pixel_bins
+        flat = (bins + cells * np.arange(len(bins))[:, None]).ravel()
+        counts = np.bincount(flat, minlength=cells * len(bins)).reshape(len(bins), cells)
+        return np.log1p(counts).astype(np.float32)
+
     def _bins(self, x: np.ndarray, clip_values: tuple[float, float]) -> np.ndarray:
         lo, hi = float(clip_values[0]), float(clip_values[1])
         flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
@@ -335,6 +356,12 @@ class FusionDetector(Detector):
                 cols.update(self._feature_signals(f.double(), wanted))
         elif "energy" in wanted:
             logits = np.asarray(ctx.logits(x), dtype=np.float64)
+        if "intensity_knn" in wanted:
+            with torch.inference_mode():  # in torch, not numpy: see above
+                dist = torch.cdist(torch.from_numpy(self._intensity_histograms(x, ctx.clip_values)),
+                                   torch.from_numpy(self.hist_bank_))
+                k = min(self.knn_k_, dist.shape[1])
+                cols["intensity_knn"] = dist.topk(k, dim=1, largest=False).values[:, k - 1].double().numpy()
         if "pixel_density" in wanted:
             bins = self._bins(x, ctx.clip_values)
             cols["pixel_density"] = -np.take_along_axis(self.log_hist_[None], bins[:, :, None], axis=2)[..., 0].sum(axis=1)
@@ -411,7 +438,7 @@ class FusionDetector(Detector):
 
         out: dict[str, Any] = {"signals": list(self.signals_), "log_hist": t(self.log_hist_), "bank": t(self.bank_),
                                "class_means": t(self.class_means_), "feature_precision": t(self.feature_precision_),
-                               "projection": t(self.projection_),
+                               "projection": t(self.projection_), "hist_bank": t(self.hist_bank_),
                                "mean": t(self.mean_), "std": t(self.std_),
                                "signal_precision": t(self.signal_precision_),
                                "threshold": self.threshold_, "threshold_fpr": self.threshold_fpr_,
@@ -430,6 +457,7 @@ class FusionDetector(Detector):
         self.log_hist_, self.bank_ = n(state["log_hist"]), n(state["bank"])
         self.class_means_, self.feature_precision_ = n(state["class_means"]), n(state["feature_precision"])
         self.projection_ = n(state.get("projection"))
+        self.hist_bank_ = n(state.get("hist_bank"))
         self.mean_, self.std_ = n(state["mean"]), n(state["std"])
         self.signal_precision_ = n(state["signal_precision"])
         self.threshold_, self.threshold_fpr_ = float(state["threshold"]), float(state["threshold_fpr"])
