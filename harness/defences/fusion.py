@@ -358,10 +358,14 @@ class FusionDetector(Detector):
             logits = np.asarray(ctx.logits(x), dtype=np.float64)
         if "intensity_knn" in wanted:
             with torch.inference_mode():  # in torch, not numpy: see above
-                dist = torch.cdist(torch.from_numpy(self._intensity_histograms(x, ctx.clip_values)),
-                                   torch.from_numpy(self.hist_bank_))
-                k = min(self.knn_k_, dist.shape[1])
-                cols["intensity_knn"] = dist.topk(k, dim=1, largest=False).values[:, k - 1].double().numpy()
+                h = torch.from_numpy(self._intensity_histograms(x, ctx.clip_values))
+                bank = torch.from_numpy(self.hist_bank_)
+                # squared Euclidean distances as |h|^2 - 2 h.b + |b|^2: one matrix product (cdist is 3x slower
+                # for a single query)
+                sq = (h * h).sum(1, keepdim=True) - 2.0 * h @ bank.T + (bank * bank).sum(1)[None]
+                k = min(self.knn_k_, sq.shape[1])
+                kth = sq.topk(k, dim=1, largest=False).values[:, k - 1]
+                cols["intensity_knn"] = kth.clamp_min(0.0).sqrt().double().numpy()
         if "pixel_density" in wanted:
             bins = self._bins(x, ctx.clip_values)
             cols["pixel_density"] = -np.take_along_axis(self.log_hist_[None], bins[:, :, None], axis=2)[..., 0].sum(axis=1)
