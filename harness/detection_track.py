@@ -140,12 +140,14 @@ def time_per_query(fn: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int 
 def cost_ratio(score: Callable[[np.ndarray], Any], victim: Callable[[np.ndarray], Any], x: np.ndarray,
                repeats: int = 3) -> tuple[float, float]:
     """Seconds per query of ``score`` and of ``victim`` on ``x``, timed alternately (median of ``repeats``
-    each), so that a change in the machine's load during the run reaches both sides of the ratio."""
-    score_t, victim_t = [], []
-    for _ in range(repeats):
-        victim_t.append(time_per_query(victim, x, repeats=1))
-        score_t.append(time_per_query(score, x, repeats=1))
-    return float(np.median(score_t)), float(np.median(victim_t))
+    each), so that a change in the machine's load during the run reaches both sides of the ratio; the
+    order flips each round, so neither side always runs in the other's wake."""
+    times: dict[str, list[float]] = {"score": [], "victim": []}
+    fns = {"score": score, "victim": victim}
+    for r in range(repeats):
+        for name in (("victim", "score") if r % 2 == 0 else ("score", "victim")):
+            times[name].append(time_per_query(fns[name], x, repeats=1))
+    return float(np.median(times["score"])), float(np.median(times["victim"]))
 
 
 def detector_rows(fitted: dict[str, FittedDetector], victim: Victim, test: Dataset, timing_x: np.ndarray,

@@ -159,5 +159,5 @@ def test_cost_ratio_times_victim_and_detector_alternately():
     calls: list[str] = []
     x = np.zeros((8, 1, 4, 4), dtype=np.float32)
     score_s, victim_s = cost_ratio(lambda b: calls.append("score"), lambda b: calls.append("victim"), x, repeats=3)
-    assert calls == ["victim", "score"] * 3
+    assert calls == ["victim", "score", "score", "victim", "victim", "score"]
     assert score_s > 0 and victim_s > 0

@@ -251,6 +251,7 @@ def test_feature_projection(setting, tmp_path):
     dims = full.bank_.shape[1]
     assert full.projection_ is None
     same = _make({"signals": signals, "feature_dims": dims}).fit(ctx)
+    assert same.projection_ is None
     np.testing.assert_allclose(same.signal_values(held_out[:50]), full.signal_values(held_out[:50]))
     det = _make({"signals": signals, "feature_dims": 8}).fit(ctx)
     assert det.projection_.shape == (dims, 8) and det.bank_.shape[1] == 8

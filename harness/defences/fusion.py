@@ -103,8 +103,9 @@ class FusionParams(BaseModel):
                            "(seeded subsample when the training set is larger)")
     feature_dims: int | None = Field(None, gt=0, description="feature_knn / feature_mahalanobis: project the "
                                      "penultimate features onto their top singular directions on the bank (benign "
-                                     "training data) first, keeping this many; null = all. The bank's size times "
-                                     "this is what kNN reads per query, so it sets the single-query cost")
+                                     "training data) first, keeping this many; null = all (also when it is not "
+                                     "below the features' width; at most the bank's size are kept). The bank's size "
+                                     "times this is what kNN reads per query, so it sets the single-query cost")
     masked_draws: int = Field(4, gt=0, description="masked_reconstruction: random masks averaged per query")
     masked_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="masked_reconstruction: share of patches masked")
     mae: SameModelParams = Field(default_factory=lambda: SameModelParams(patch_size=7),
@@ -191,7 +192,7 @@ class FusionDetector(Detector):
     What the defender needs: the victim's training data and benign held-out queries (the scenario's
     benign set); for the default signals, the victim's logits and its network (penultimate features).
     No attack queries, no outlier data; the victim is not retrained. With only black-box
-    probabilities it falls back to pixel density, intensity mix and max-softmax.
+    probabilities it falls back to pixel density, max-softmax and, for image inputs, the intensity mix.
 
     Fitting on attack data is refused: :meth:`fit` takes the defender's context only (it carries no
     attack queries), and :meth:`calibrate` — re-standardising on new benign traffic — rejects any
