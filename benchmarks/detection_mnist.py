@@ -194,14 +194,15 @@ def fusion_report(run_dir: Path) -> None:
     for name, vals in CALIBRATION.items():
         print(f"  {name:<12}" + " / ".join(f"{v:.1f}" for v in vals))
     print("\n== targets ==")
+
+    def bound_note(a: str, b) -> str:
+        if attack_plugins.get(a) != "jbda":
+            return ""
+        best_auroc, best_fpr = seed_bound(int(seeds.get(a, 150)), int(b))
+        return f" (seed ceiling ~{100 * best_auroc:.1f}/{100 * best_fpr:.1f})"
+
     for f in fusions:
         worst = min(((auroc.loc[f].get(c), c) for c in main if pd.notna(auroc.loc[f].get(c))), default=None)
-        def bound_note(a: str, b) -> str:
-            if attack_plugins.get(a) != "jbda":
-                return ""
-            best_auroc, best_fpr = seed_bound(int(seeds.get(a, 150)), int(b))
-            return f" (seed ceiling ~{100 * best_auroc:.1f}/{100 * best_fpr:.1f})"
-
         misses = [f"{a}@{int(b)}: {pct(auroc.loc[f].get((a, b)))}/{pct(fpr95.loc[f].get((a, b)))}{bound_note(a, b)}"
                   for a, b in main
                   if pd.notna(auroc.loc[f].get((a, b))) and (auroc.loc[f].get((a, b)) < TARGET_AUROC

@@ -7,8 +7,8 @@ Two parts:
    the victim's inference alone, for several MAE sizes (patch size = number of tokens, embedding
    width, depth), with and without ``torch.inference_mode``, at several batch sizes. ``fusion``
    is timed too, as shipped (one victim forward with a hook + pixel lookup + intensity histogram and its
-   kNN + kNN over the feature bank)
-   and with ``feature_dims: 64`` (the kNN on 64 projected dimensions instead of all 576).
+   kNN + kNN over the feature bank) and with ``feature_dims: 64`` (the feature kNN on 64 projected
+   dimensions instead of all 576).
 2. Detection: the ``same_mnist`` setting (victim, benign split, the attacks' real queries) with SAME
    at each size, trained and scored by the runner: AUROC per attack beside the measured cost ratio.
 

@@ -248,7 +248,7 @@ class FusionDetector(Detector):
             idx = np.sort(rng.choice(len(idx), self.params.bank_size, replace=False))
         self.knn_k_ = self.params.knn_k or max(1, int(round(len(idx) / 1000)))
         if "intensity_knn" in self.signals_:
-            self.hist_bank_ = self._intensity_histograms(train_x[idx], ctx.clip_values)
+            self.hist_bank_ = self._intensity_histograms(self._bins(train_x[idx], ctx.clip_values))
         if any(s in FEATURE_SIGNALS for s in self.signals_):
             feats = self._features(train_x[idx])
             d = self.params.feature_dims
@@ -313,9 +313,9 @@ class FusionDetector(Detector):
         counts += 1.0  # Laplace smoothing: an unseen bin is rare, not impossible
         return np.log(counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
 
-    def _intensity_histograms(self, x: np.ndarray, clip_values: tuple[float, float]) -> np.ndarray:
-        """Per sample: log(1 + number of input features in each cell), position ignored (float32, (n, cells))."""
-        bins = self._bins(x, clip_values)
+    def _intensity_histograms(self, bins: np.ndarray) -> np.ndarray:
+        """Per sample, from its features' cells (``_bins``): log(1 + number of input features in each cell),
+        position ignored (float32, (n, cells))."""
         cells = self.params.pixel_bins + 2 if self.params.pixel_atoms else self.params.pixel_bins
         flat = (bins + cells * np.arange(len(bins))[:, None]).ravel()
         counts = np.bincount(flat, minlength=cells * len(bins)).reshape(len(bins), cells)
@@ -357,9 +357,10 @@ class FusionDetector(Detector):
                 cols.update(self._feature_signals(f.double(), wanted))
         elif "energy" in wanted:
             logits = np.asarray(ctx.logits(x), dtype=np.float64)
+        bins = self._bins(x, ctx.clip_values) if wanted & {"pixel_density", "intensity_knn"} else None
         if "intensity_knn" in wanted:
             with torch.inference_mode():  # in torch, not numpy: see above
-                h = torch.from_numpy(self._intensity_histograms(x, ctx.clip_values))
+                h = torch.from_numpy(self._intensity_histograms(bins))
                 bank = torch.from_numpy(self.hist_bank_)
                 # squared Euclidean distances as |h|^2 - 2 h.b + |b|^2: one matrix product (cdist is 3x slower
                 # for a single query)
@@ -368,7 +369,6 @@ class FusionDetector(Detector):
                 kth = sq.topk(k, dim=1, largest=False).values[:, k - 1]
                 cols["intensity_knn"] = kth.clamp_min(0.0).sqrt().double().numpy()
         if "pixel_density" in wanted:
-            bins = self._bins(x, ctx.clip_values)
             cols["pixel_density"] = -np.take_along_axis(self.log_hist_[None], bins[:, :, None], axis=2)[..., 0].sum(axis=1)
         if "energy" in wanted:
             top = logits.max(axis=1, keepdims=True)
