@@ -96,8 +96,8 @@ class Oracle(BlackBoxClassifier):
     probability arrays, e.g. ART postprocessors, or :class:`ActiveDefence` objects that also see
     the queries) are applied in order, then the output mode. Response time per query (the batch's
     wall time shared equally, plus what an active defence charged that query) is recorded.
-    ``predict`` raises :class:`BudgetExceededError` — before answering anything — when a batch
-    would take the client past ``budget``.
+    Answers are float64 whatever the victim's dtype. ``predict`` raises :class:`BudgetExceededError`
+    — before answering anything — when a batch would take the client past ``budget``.
     """
 
     def __init__(self, victim_predict: Callable[[np.ndarray], np.ndarray], input_shape: tuple[int, ...],
@@ -160,7 +160,10 @@ class Oracle(BlackBoxClassifier):
                 probs, answered, extra = resp.probs, answered & resp.answered, extra + resp.seconds
             else:
                 probs = post(probs)
-        return apply_output_mode(probs, self.output_mode, self.top_k).astype(np.float32), answered, extra
+        # float64, as a real API's JSON doubles: a float32 cast here caps what an attacker can recover
+        # (equation solving gets a logistic regression to ~1e-7 instead of ~1e-13). Thieves that train
+        # in float32 cast on their own side.
+        return np.asarray(apply_output_mode(probs, self.output_mode, self.top_k), dtype=np.float64), answered, extra
 
     def _answer(self, x: np.ndarray) -> np.ndarray:
         return self._respond(x, self.client_id)[0]
@@ -194,7 +197,8 @@ class CachingClient(BlackBoxClassifier):
 
     Attacks that re-fit at each budget checkpoint ask again for a prefix they already bought;
     a real attacker keeps those answers, and so does this client. Quacks like an ART classifier
-    for the attack: an ART classifier itself.
+    for the attack: an ART classifier itself. Answers are kept and returned as the oracle gave them
+    (float64).
     """
 
     def __init__(self, oracle: Oracle):

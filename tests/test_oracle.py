@@ -54,8 +54,9 @@ def test_oracle_counts_every_sample_and_answers_like_the_victim(fake_victim):
     out = oracle.predict(x[:3])
     oracle.predict(x[3:])
     assert oracle.queries_used == 7 and oracle.total_queries == 7
-    np.testing.assert_allclose(out, fake_victim(x[:3]), rtol=1e-6)
-    assert out.dtype == np.float32
+    # answers are the victim's float64 probabilities, bit for bit (a real API sends JSON doubles)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, fake_victim(x[:3]))
     np.testing.assert_array_equal(oracle.clients["attacker"].inputs(), x)
 
 
@@ -121,6 +122,37 @@ def test_oracle_output_modes_on_a_batch(mode, top_k):
     np.testing.assert_allclose(oracle.predict(np.zeros((4, 4))), apply_output_mode(PROBS, mode, top_k), rtol=1e-6)
 
 
+@pytest.mark.parametrize("mode,top_k", [("probabilities", 1), ("top_k", 2), ("label", 1), ("leaf", 1)])
+def test_oracle_answers_are_float64_in_every_output_mode(mode, top_k):
+    """Even a float32 victim (a torch network) is answered in float64, and float64 probabilities are
+    never rounded through float32 on the way out."""
+    fine = np.array([[0.1 + 1e-12, 0.9 - 1e-12]])  # differs from its float32 rounding
+    leaf = {"leaf_predict": lambda x: np.zeros(len(x), dtype=np.int64)} if mode == "leaf" else {}
+    oracle = make_oracle(lambda x: np.repeat(fine, len(x), axis=0), nb_classes=2, output_mode=mode, top_k=top_k,
+                         **leaf)
+    out = oracle.predict(np.zeros((3, 4)))
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, np.repeat(apply_output_mode(fine, mode, top_k), 3, axis=0))
+    if mode == "probabilities":
+        assert out[0, 0] != np.float32(fine[0, 0])
+    low = make_oracle(lambda x: np.repeat(fine.astype(np.float32), len(x), axis=0), nb_classes=2, output_mode=mode,
+                      top_k=top_k, **leaf)
+    assert low.predict(np.zeros((2, 4))).dtype == np.float64
+
+
+def test_oracle_keeps_float64_through_art_postprocessors(fake_victim):
+    from art.defences.postprocessor import GaussianNoise, HighConfidence, ReverseSigmoid, Rounded
+
+    x = np.random.default_rng(6).uniform(size=(5, 4))
+    for post in (Rounded(decimals=3), HighConfidence(cutoff=0.2), GaussianNoise(scale=0.01),
+                 ReverseSigmoid(beta=1.0, gamma=0.1)):
+        out = make_oracle(fake_victim, postprocessors=[post]).predict(x)
+        assert out.dtype == np.float64, type(post).__name__
+    # Rounded keeps decimal values exactly as float64 doubles (not 0.123 rounded through float32)
+    out = make_oracle(fake_victim, postprocessors=[Rounded(decimals=3)]).predict(x)
+    np.testing.assert_array_equal(out, np.around(fake_victim(x.astype(np.float32)), 3))
+
+
 def test_oracle_is_an_art_classifier(fake_victim):
     from art.estimators.classification.classifier import ClassifierMixin
 
@@ -141,12 +173,14 @@ def test_caching_client_pays_each_distinct_input_once():
     out = client.predict(np.stack([a, b, a, a]))  # duplicates within one batch
     assert oracle.queries_used == 2
     assert victim.calls[-1] == 2  # the duplicate never reached the victim
-    np.testing.assert_allclose(out, victim(np.stack([a, b, a, a])), rtol=1e-6)
+    # the cache hands back the oracle's float64 answers unchanged
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, victim(np.stack([a, b, a, a])))
     np.testing.assert_array_equal(out[0], out[2])
 
     out2 = client.predict(np.stack([b, c, a]))
     assert oracle.queries_used == 3  # only c was new
-    np.testing.assert_allclose(out2, victim(np.stack([b, c, a])), rtol=1e-6)
+    np.testing.assert_array_equal(out2, victim(np.stack([b, c, a])))
 
     calls = len(victim.calls)
     client.predict(np.stack([c, b]))  # everything known: no query at all
