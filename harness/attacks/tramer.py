@@ -16,6 +16,7 @@ by stealcheck's oracle. Extracted models are :class:`~.tramer_models.ExtractedCl
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Iterator, Literal, Sequence
 
@@ -28,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from stealcheck.registry import attacks
 
 from .base import AttackContext
-from .tramer_models import (ACTIVATIONS, FAMILIES, ExtractedClassifier, ModelFamily, fit_cross_entropy,
-                            solve_binary_logit)
+from .tramer_models import (ACTIVATIONS, FAMILIES, SATURATION, ExtractedClassifier, LogitSolution, ModelFamily,
+                            fit_cross_entropy, solve_binary_logit)
 
 __all__ = ["FeatureBox", "EquationSolving", "LowdMeek", "Retraining", "parameter_error", "check_feature_box"]
 
@@ -143,10 +144,14 @@ class EquationSolving(ExtractionAttack):
     own probabilities, plus ``l2``/2 times its squared weights (L-BFGS-B; strongly convex for the
     linear families). Queries are drawn uniformly from the feature box (``query_design="basis"``
     starts with the d + 1 best-conditioned points instead: the box's low corner and one step along
-    each axis, which keeps the exact solution exact despite float32 answers); at each checkpoint b the
-    model is fitted on the first b answers (warm-started from the previous fit). The attacker is
-    assumed to know the model family (and, for the mlp, the hidden width and activation), as in
-    the paper.
+    each axis, the best-conditioned system); at each checkpoint b the model is fitted on the first b
+    answers (warm-started from the previous fit). The attacker is assumed to know the model family
+    (and, for the mlp, the hidden width and activation), as in the paper.
+
+    ``binary_lr`` copies also report how far the solve can be trusted (``solve_residual``,
+    ``condition_number``, ``saturated_share``: see :class:`~.tramer_models.LogitSolution`), and the
+    attack logs a warning on the ``stealcheck`` logger when answers saturate, the system is
+    ill-conditioned or underdetermined, or the answers fit no single logistic regression.
     """
 
     attack_params = ExtractionAttack.attack_params + [
@@ -200,17 +205,27 @@ class EquationSolving(ExtractionAttack):
 
     def fit_answers(self, x: np.ndarray, answers: np.ndarray, theta0: np.ndarray | None = None) -> np.ndarray:
         """The extracted parameters from queries ``x`` (n x d) and the victim's answers."""
-        if self.family == "binary_lr":
-            w, b = solve_binary_logit(x, answers)
-            return np.concatenate([w, [b]])
-        return fit_cross_entropy(self.model_, x, answers, l2=self.l2, theta0=theta0, max_iter=self.max_iter,
-                                 restarts=self.restarts, seed=self.seed)[0]
+        return self._fit(x, answers, theta0)[0]
 
-    def as_classifier(self, theta: np.ndarray, queries: int) -> ExtractedClassifier:
-        """The extracted model as an ART classifier, with its figures (unknowns, parameter error)."""
+    def _fit(self, x: np.ndarray, answers: np.ndarray, theta0: np.ndarray | None = None
+             ) -> tuple[np.ndarray, LogitSolution | None]:
+        """(parameters, the binary solve's diagnostics or None for the fitted families)."""
+        if self.family == "binary_lr":
+            solution = solve_binary_logit(x, answers)
+            return solution.theta, solution
+        return fit_cross_entropy(self.model_, x, answers, l2=self.l2, theta0=theta0, max_iter=self.max_iter,
+                                 restarts=self.restarts, seed=self.seed)[0], None
+
+    def as_classifier(self, theta: np.ndarray, queries: int, solution: LogitSolution | None = None
+                      ) -> ExtractedClassifier:
+        """The extracted model as an ART classifier, with its figures (unknowns, parameter error, and
+        for binary_lr the solve's diagnostics)."""
         family = self.model_
         metrics = {"unknowns": float(family.unknowns), "queries_per_unknown": queries / family.unknowns,
                    **parameter_error(family, theta, self.reference_parameters)}
+        if solution is not None:
+            metrics.update(solve_residual=solution.residual, condition_number=solution.condition,
+                           saturated_share=solution.saturated / max(1, solution.n))
         copy = ExtractedClassifier(lambda x: family.proba(theta, x), self.estimator.input_shape, family.c,
                                    self.estimator.clip_values, metrics, description=f"equation solving ({family.kind})")
         copy.model_family, copy.theta = family, theta  # for white-box use: tramer_models.as_pytorch_classifier
@@ -218,7 +233,7 @@ class EquationSolving(ExtractionAttack):
 
     def _ask(self, x: np.ndarray) -> np.ndarray:
         shaped = x.reshape(len(x), *self.estimator.input_shape).astype(np.float32)
-        # the answer is to the float32 input actually sent: fit on exactly that
+        # the answer is to the float32 input actually sent: fit on exactly that (answers are float64)
         return np.asarray(self.estimator.predict(shaped, batch_size=self.batch_size_query), dtype=np.float64)
 
     def iter_extract(self) -> Iterator[tuple[int, ExtractedClassifier]]:
@@ -235,13 +250,57 @@ class EquationSolving(ExtractionAttack):
             have = sum(len(a) for a in answers)
             if b > have:
                 answers.append(self._ask(x_all[have:b]))
-            theta = self.fit_answers(x_all[:b], np.concatenate(answers), theta0=theta)
-            yield b, self.as_classifier(theta, b)
+            theta, solution = self._fit(x_all[:b], np.concatenate(answers), theta0=theta)
+            _warn_untrustworthy(solution, self.model_.unknowns)
+            yield b, self.as_classifier(theta, b, solution)
 
     def extract(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> ExtractedClassifier:
         """Query the victim on ``x`` (``y`` unused) and solve for the model."""
         x = np.asarray(x, dtype=np.float32).reshape(len(x), -1).astype(np.float64)
-        return self.as_classifier(self.fit_answers(x, self._ask(x)), len(x))
+        theta, solution = self._fit(x, self._ask(x))
+        _warn_untrustworthy(solution, self.model_.unknowns)
+        return self.as_classifier(theta, len(x), solution)
+
+
+log = logging.getLogger("stealcheck")
+
+#: Above this condition number of [x, 1], float64 answers (relative precision ~1e-16) no longer bound
+#: the parameter error below ~1e-8.
+ILL_CONDITIONED = 1e8
+#: RMS logit residual above which the answers fit no single logistic regression: exact float64 answers
+#: give ~1e-14 and float32 ones ~1e-8, while rounding to 4 decimals already gives 1e-4 to 1e-3.
+INCONSISTENT = 1e-6
+
+
+def _warn_untrustworthy(solution: LogitSolution | None, unknowns: int) -> None:
+    """Log a warning (the run's run.log) when a binary solve cannot be trusted.
+
+    The checks go from the cause an auditor can fix to the bare symptom: saturated answers (the
+    feature box reaches where the sigmoid is flat), too few queries, near-dependent queries, and
+    answers that disagree with one another (a defence rounded or perturbed them, or the victim is
+    not a logistic regression).
+    """
+    if solution is None:
+        return
+    s, n = solution, solution.n
+    if s.saturated:
+        # a square system's residual is ~0 whatever the answers: quote it only when it says something
+        residual = f" (solve_residual {s.residual:.3g})" if n > unknowns else ""
+        log.warning("equation_solving (binary_lr): the victim's probabilities saturate on this feature box: %d of %d "
+                    "answers are within %.0e of 0 or 1, where log(p1/p0) is lost (or a defence rounded them), so the "
+                    "extracted parameters can be far off%s; narrow feature_box toward the data",
+                    s.saturated, n, SATURATION, residual)
+    elif n < unknowns:
+        log.warning("equation_solving (binary_lr): %d queries for %d unknowns: the parameters are not determined "
+                    "(the minimum-norm solution is returned); give a budget of at least %d", n, unknowns, unknowns)
+    elif s.condition > ILL_CONDITIONED:
+        log.warning("equation_solving (binary_lr): the queries are nearly linearly dependent (condition number "
+                    "%.3g), so small answer errors become large parameter errors; widen feature_box or use "
+                    "query_design: basis", s.condition)
+    elif s.residual > INCONSISTENT:
+        log.warning("equation_solving (binary_lr): the %d answers fit no single logistic regression (solve_residual "
+                    "%.3g in logit units; exact answers give ~1e-14): they are rounded or perturbed, or the victim "
+                    "is not a binary logistic regression", n, s.residual)
 
 
 # ---------------------------------------------------------------- Lowd-Meek

@@ -218,19 +218,57 @@ def fit_cross_entropy(family: ModelFamily, x: np.ndarray, p: np.ndarray, *, l2: 
     return best
 
 
-def solve_binary_logit(x: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, float]:
+@dataclass(frozen=True)
+class LogitSolution:
+    """The solution of the binary logit system, with what tells whether it can be trusted.
+
+    ``residual`` is the root mean square of [x, 1] theta - log(p1 / p0), in logit units: about 1e-14
+    for exact float64 answers, large when the answers fit no single logistic regression (rounded or
+    saturated answers, another model family). A square system (n = d + 1) is solved exactly whatever
+    the answers, so its residual is ~0 and says nothing: ``saturated`` does. ``condition`` is the
+    2-norm condition number of [x, 1] (inf with fewer queries than unknowns: the parameters are not
+    determined); the solution's error grows with it. ``saturated`` counts answers within
+    ``SATURATION`` of 0 or 1: their logit is lost to clipping and rounding.
+    """
+
+    theta: np.ndarray  # (w, b) concatenated, as ModelFamily("binary_lr").unpack reads it
+    residual: float
+    condition: float
+    saturated: int
+    n: int
+
+    @property
+    def w(self) -> np.ndarray:
+        return self.theta[:-1]
+
+    @property
+    def b(self) -> float:
+        return float(self.theta[-1])
+
+
+#: answers this close to 0 or 1 carry no usable logit (the clip at _TINY replaces it)
+SATURATION = _TINY
+
+
+def solve_binary_logit(x: np.ndarray, p: np.ndarray) -> LogitSolution:
     """Tramèr's exact attack on binary logistic regression: log(p1 / p0) = w.x + b is linear in (w, b).
 
     ``x`` (n x d, n >= d + 1 linearly independent rows) and the returned probabilities ``p`` (n x 2);
     least squares when n > d + 1. Probabilities are clipped away from 0 so rounded or label-only
-    answers give a (wrong) finite solution rather than infinities.
+    answers give a (wrong) finite solution rather than infinities; the returned diagnostics say when
+    that happened (see :class:`LogitSolution`).
     """
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    p = np.clip(np.asarray(p, dtype=np.float64), _TINY, None)
+    p = np.asarray(p, dtype=np.float64)
+    saturated = int(np.sum(np.min(p, axis=1) <= SATURATION))
+    p = np.clip(p, _TINY, None)
     logit = np.log(p[:, 1]) - np.log(p[:, 0])
     a = np.hstack([x, np.ones((len(x), 1))])
-    sol, *_ = np.linalg.lstsq(a, logit, rcond=None)
-    return sol[:-1], float(sol[-1])
+    theta, _, rank, sv = np.linalg.lstsq(a, logit, rcond=None)
+    residual = float(np.sqrt(np.mean((a @ theta - logit) ** 2))) if len(x) else float("nan")
+    determined = rank == a.shape[1] and sv[-1] > 0
+    condition = float(sv[0] / sv[-1]) if determined else float("inf")
+    return LogitSolution(theta, residual, condition, saturated, len(x))
 
 
 class ExtractedClassifier(BlackBoxClassifier):
