@@ -1,4 +1,7 @@
-"""Victim adapters (PyTorch, scikit-learn) and data sources; importing registers them."""
+"""Victim adapters (PyTorch, scikit-learn) and data sources.
 
-from . import data, sklearn_victim, torch_victim  # noqa: F401  (registration side effects)
-from . import glyphs  # noqa: F401  (registration: the built-in outlier set)
+Importing the package registers the data sources and declares the victim kinds (:mod:`.specs`);
+the adapters, which import torch, ART and scikit-learn, load when a run builds a victim.
+"""
+
+from . import data, glyphs, specs  # noqa: F401  (registration side effects)

@@ -4,35 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from art.estimators.classification import SklearnClassifier
-from pydantic import BaseModel, ConfigDict, Field
 
 from stealcheck.cache import file_digest, fingerprint
 from stealcheck.datasets import scenario_path
 from stealcheck.errors import ScenarioError
-from stealcheck.registry import victims
-from stealcheck.scenario import InputSpec
 from stealcheck.victim import Victim, VictimContext
-
-MODELS = ("logistic_regression", "logistic_regression_ovr", "mlp", "decision_tree", "random_forest", "svc")
-TREE_MODELS = ("decision_tree",)
-
-
-class SklearnVictimParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: Literal["logistic_regression", "logistic_regression_ovr", "mlp", "decision_tree", "random_forest",
-                   "svc"] = Field("logistic_regression", description="model to train from data.victim_train (ignored "
-                                  "with path); logistic_regression is multinomial (softmax) for more than two classes, "
-                                  "logistic_regression_ovr one-vs-rest")
-    model_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the estimator")
-    path: str | None = Field(None, description="a pickle/joblib file of a fitted estimator (needs trust_pickle)")
-    trust_pickle: bool = Field(False, description="allow loading 'path': unpickling runs code from the file, so "
-                               "only set this for files you trust")
-    input: InputSpec = Field(default_factory=lambda: InputSpec(shape=[4]), description="input shape (d,) and range")
-    cache: bool = Field(True, description="cache the trained model")
+from .specs import SklearnVictimParams
 
 
 def _estimator(name: str, params: dict[str, Any], seed: int):
@@ -101,21 +82,8 @@ def linear_parameters(model) -> dict[str, Any] | None:
     return None
 
 
-@victims.register("sklearn", params=SklearnVictimParams)
 class SklearnVictim:
     """A scikit-learn classifier with predict_proba: trained here, or loaded from a trusted pickle/joblib file."""
-
-    @staticmethod
-    def needs_training_data(p: SklearnVictimParams) -> bool:
-        return p.path is None
-
-    @staticmethod
-    def supports_output(p: SklearnVictimParams, mode: str) -> bool:
-        """Whether the API can serve ``mode``: the leaf mode needs a decision tree (a loaded file is checked
-        when it is loaded)."""
-        if mode == "leaf":
-            return p.path is not None or p.model in TREE_MODELS
-        return True
 
     @staticmethod
     def build(p: SklearnVictimParams, ctx: VictimContext) -> Victim:

@@ -6,45 +6,20 @@ import json
 import time
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 from art.estimators.classification import PyTorchClassifier
-from pydantic import BaseModel, ConfigDict, Field
 
 from stealcheck.cache import file_digest, fingerprint
 from stealcheck.datasets import scenario_path
 from stealcheck.errors import ScenarioError
-from stealcheck.registry import victims
 from stealcheck.scenario import InputSpec
 from stealcheck.victim import Victim, VictimContext
 
 from .networks import Normalize, build_network, fit_network, one_hot
+from .specs import TorchVictimParams
 
 TRAINING_RECIPE_VERSION = 1  # bump when fit_network's behaviour changes, to invalidate cached victims
-
-
-class TrainSpec(BaseModel):
-    """How stealcheck trains a victim that has no weights file."""
-
-    model_config = ConfigDict(extra="forbid")
-    steps: int = Field(800, gt=0, description="optimiser steps")
-    batch_size: int = Field(64, gt=0, description="batch size")
-    lr: float = Field(3e-3, gt=0, description="peak learning rate (Adam, one-cycle)")
-
-
-class TorchVictimParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    architecture: str = Field("conv3", description="conv3 | mlp | resnet18 | timm:NAME | torchvision:NAME | "
-                              "package.module:callable")
-    arch_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the architecture")
-    weights: str | None = Field(None, description="local state_dict file (loaded with weights_only=True); "
-                                "null = train from data.victim_train")
-    nb_classes: int | None = Field(None, gt=1, description="number of classes; null = from the training labels "
-                                   "(required with weights)")
-    input: InputSpec = Field(default_factory=InputSpec, description="input shape, range and normalisation")
-    train: TrainSpec = Field(default_factory=TrainSpec, description="training recipe when weights is null")
-    cache: bool = Field(True, description="cache the trained victim")
 
 
 class _WithSoftmax(nn.Module):
@@ -69,13 +44,8 @@ def _wrap(net: nn.Module, p: TorchVictimParams, nb_classes: int) -> PyTorchClass
                              nb_classes=nb_classes, clip_values=tuple(p.input.range), device_type="cpu")
 
 
-@victims.register("torch", params=TorchVictimParams)
 class TorchVictim:
     """A PyTorch model: built-in conv3/mlp/resnet18, any timm or torchvision model, or your own callable."""
-
-    @staticmethod
-    def needs_training_data(p: TorchVictimParams) -> bool:
-        return p.weights is None
 
     @staticmethod
     def build(p: TorchVictimParams, ctx: VictimContext) -> Victim:

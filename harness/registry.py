@@ -33,19 +33,45 @@ class NoParams(BaseModel):
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """What the registry knows about one plugin."""
+    """What the registry knows about one plugin.
+
+    ``obj`` is the implementation. A plugin registered with :meth:`Registry.declare` names it as
+    ``"module:attribute"`` in ``impl`` and it is imported on first access, so that validating a
+    scenario or listing plugins never imports torch or ART.
+    """
 
     kind: str
     name: str
-    obj: Any
+    obj_: Any
     params: type[BaseModel]
     meta: dict[str, Any] = field(default_factory=dict)
+    impl: str | None = None
+    summary: str | None = None
+
+    @property
+    def obj(self) -> Any:
+        """The implementation (imported now if it was declared lazily)."""
+        if self.obj_ is None and self.impl is not None:
+            module, _, attr = self.impl.partition(":")
+            object.__setattr__(self, "obj_", getattr(importlib.import_module(module), attr))
+        return self.obj_
+
+    def capability(self, name: str, default: Any = None) -> Any:
+        """A capability flag or function: from ``meta``, else (for eagerly registered plugins) the
+        implementation's attribute of that name. Never imports a lazily declared implementation."""
+        if name in self.meta:
+            return self.meta[name]
+        if self.impl is None:
+            return getattr(self.obj_, name, default)
+        return default
 
     @property
     def description(self) -> str:
-        """First line of the plugin's docstring."""
+        """The plugin's summary: its declared one, else the first paragraph of its docstring."""
+        if self.summary:
+            return self.summary
         doc = inspect.getdoc(self.obj) or ""
-        return doc.strip().splitlines()[0] if doc.strip() else ""
+        return " ".join(doc.split("\n\n")[0].split())
 
     def parse_params(self, raw: dict[str, Any] | None) -> BaseModel:
         """Validate ``raw`` against the params model (raises pydantic's ValidationError)."""
@@ -93,14 +119,27 @@ class Registry:
         """Class or function decorator registering ``obj`` under ``name``."""
 
         def decorator(obj: Any) -> Any:
-            if name in self._plugins and self._plugins[name].obj is not obj:
-                raise ValueError(f"A {self.singular} named '{name}' is already registered.")
-            if params.model_config.get("extra") != "forbid":
-                raise ValueError(f"The params model of {self.singular} '{name}' must set extra='forbid'.")
-            self._plugins[name] = PluginInfo(self.kind, name, obj, params, dict(meta))
+            self._add(PluginInfo(self.kind, name, obj, params, dict(meta)))
             return obj
 
         return decorator
+
+    def declare(self, name: str, impl: str, *, summary: str, params: type[BaseModel] = NoParams,
+                **meta: Any) -> None:
+        """Register ``name`` without importing it: ``impl`` is ``"module:attribute"``, imported on first use.
+
+        Capabilities the scenario checks need (flags such as ``per_client``, functions of the params)
+        go in ``meta``, since the implementation's attributes are not read before a run.
+        """
+        self._add(PluginInfo(self.kind, name, None, params, dict(meta), impl=impl, summary=summary))
+
+    def _add(self, info: PluginInfo) -> None:
+        known = self._plugins.get(info.name)
+        if known is not None and (known.impl, known.obj_) != (info.impl, info.obj_):
+            raise ValueError(f"A {self.singular} named '{info.name}' is already registered.")
+        if info.params.model_config.get("extra") != "forbid":
+            raise ValueError(f"The params model of {self.singular} '{info.name}' must set extra='forbid'.")
+        self._plugins[info.name] = info
 
     def get(self, name: str) -> PluginInfo:
         """Look a plugin up; unknown names raise ScenarioError with a suggestion."""

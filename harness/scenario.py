@@ -12,12 +12,12 @@ import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import registry
-from .errors import ScenarioError, did_you_mean
+from .errors import ScenarioError, did_you_mean, short_repr
 from .yamlio import load_yaml
 
 OUTPUT_MODES = ("probabilities", "top_k", "label", "leaf")  # leaf: tree victims, node id + probabilities
@@ -51,36 +51,44 @@ def split_plugin_item(item: Any, section: str, extra_keys: tuple[str, ...] = ())
 
     Accepted: ``name``; ``{name: {params}}``; ``{name: null}``;
     ``{plugin: name, id: label, params: {...}}`` (long form, which may also hold ``extra_keys``).
+    Only null and a mapping mean parameters: ``{rounded: 0}`` or ``params: ""`` is an error, not
+    the defaults. Names and ids must be strings, since ids are compared, sorted and printed.
     """
+
+    def _params_mapping(params: Any, path: str, what: str, example: str = "") -> dict:
+        if params is None:
+            return {}
+        if not isinstance(params, dict):
+            raise ScenarioError(f"{what} must be a mapping{example}, got {short_repr(params)}.", path=path)
+        return params
+
     if isinstance(item, str):
         return None, item, {}
     if isinstance(item, dict):
         if "plugin" in item:
             allowed = ("plugin", "id", "params") + tuple(extra_keys)
-            unknown = set(item) - set(allowed)
+            unknown = [k for k in item if k not in allowed]
             if unknown:
-                key = sorted(unknown)[0]
+                key = str(unknown[0])
                 raise ScenarioError(
                     f"unknown key '{key}' in the long form.{did_you_mean(key, allowed)} Allowed: {', '.join(allowed)}.",
                     path=section,
                 )
-            params = item.get("params") or {}
-            if not isinstance(params, dict):
-                raise ScenarioError(f"'params' must be a mapping, got {type(params).__name__}.", path=section)
-            return item.get("id"), str(item["plugin"]), params
+            for key in ("plugin", "id"):
+                if key in item and not isinstance(item[key], str) and not (key == "id" and item[key] is None):
+                    raise ScenarioError(f"'{key}' must be a name (a string), got {short_repr(item[key])}.",
+                                        path=f"{section}.{key}")
+            params = _params_mapping(item.get("params"), f"{section}.params", "'params'")
+            return item.get("id"), item["plugin"], params
         if len(item) == 1:
             (name, params), = item.items()
-            params = params or {}
-            if not isinstance(params, dict):
-                raise ScenarioError(
-                    f"the parameters of '{name}' must be a mapping (e.g. {{{name}: {{key: value}}}}), "
-                    f"got {params!r}.",
-                    path=section,
-                )
-            return None, str(name), params
+            if not isinstance(name, str):
+                raise ScenarioError(f"a plugin name must be a string, got {short_repr(name)}.", path=section)
+            return None, name, _params_mapping(params, section, f"the parameters of '{name}'",
+                                               f" (e.g. {{{name}: {{key: value}}}}, or {{{name}: null}} for the defaults)")
     raise ScenarioError(
         "expected a plugin name, a one-key mapping {name: {params}}, or {plugin: name, id: ..., params: {...}}; "
-        f"got {item!r}.",
+        f"got {short_repr(item)}.",
         path=section,
     )
 
@@ -120,17 +128,20 @@ def validate_model(model: type[BaseModel], raw: dict, path: str, what: str = "")
 
 
 def pydantic_to_scenario_error(exc: ValidationError, model: type[BaseModel] | None, prefix: str, what: str = "") -> ScenarioError:
-    """Build a readable message (key path, allowed values, given value) from pydantic's error."""
+    """Build a readable message (key path, allowed values, given value) from pydantic's errors.
+
+    The first problem leads, with its key path; up to two more follow, each with its own path.
+    """
     messages = []
-    first_path = prefix
-    for i, err in enumerate(exc.errors()):
+    for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        path = ".".join([prefix] + loc if prefix else loc)
-        if i == 0:
-            first_path = path
         given = err.get("input")
         etype = err["type"]
-        if etype == "extra_forbidden":
+        if loc and loc[-1] == "[key]":  # a mapping's key failed, e.g. YAML's `5:` where a name belongs
+            loc = loc[:-1]
+            msg = (f"the key {short_repr(given)} ({type(given).__name__}) must be a name (a string)"
+                   f"{(' for ' + what) if what else ''}; quote it if it is meant as text.")
+        elif etype == "extra_forbidden":
             allowed = _allowed_keys(model, err["loc"][:-1])
             key = loc[-1] if loc else "?"
             hint = did_you_mean(key, allowed) if allowed else ""
@@ -141,17 +152,16 @@ def pydantic_to_scenario_error(exc: ValidationError, model: type[BaseModel] | No
             msg = f"missing required key '{loc[-1]}'{(' for ' + what) if what else ''}."
         else:
             text = err["msg"]
-            for prefix in ("Value error, ", "Assertion failed, "):
-                if text.startswith(prefix):
-                    text = text[len(prefix):]
-            msg = text if "got" in text else f"{text}; got {given!r}"
+            for lead in ("Value error, ", "Assertion failed, "):
+                text = text.removeprefix(lead)
+            msg = text if "got" in text else f"{text}; got {short_repr(given)}"
             msg = msg.rstrip(".") + "."
             if etype == "literal_error":
                 options = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
                 msg += did_you_mean(str(given), options)
             if what:
                 msg = f"invalid value for {what}: " + msg
-        messages.append((path, msg))
+        messages.append((".".join([prefix] + loc if prefix else loc), msg))
     path, msg = messages[0]
     if len(messages) > 1:
         msg += f" (and {len(messages) - 1} more problem(s): " + "; ".join(f"{p}: {m}" for p, m in messages[1:3]) + ")"
@@ -456,14 +466,17 @@ class Scenario:
         }
 
 
-def _where(lines: dict[tuple, int], source: str | None, path: str | None) -> str | None:
+def _where(lines: dict[tuple[str, ...], int], source: str | None, path: str | None) -> str | None:
+    """``source:line`` of the deepest part of the dotted key ``path`` that the line map knows.
+
+    The line map's parts are strings, as the path's are, so a list index ``5``, a YAML key
+    ``5`` and a YAML key ``'5'`` are all the part ``'5'`` (see yamlio._line_map).
+    """
     if source is None:
         return None
     if not path or not lines:
         return source
-    parts: list[Any] = []
-    for p in path.split("."):
-        parts.append(int(p) if p.isdigit() else p)
+    parts = path.split(".")
     while parts:
         if tuple(parts) in lines:
             return f"{source}:{lines[tuple(parts)]}"
@@ -608,12 +621,12 @@ def uses_pool(info: registry.PluginInfo, params: Any = None) -> bool:
 def check_scenario(scenario: Scenario) -> None:
     """Cross-section checks that need the registries (run by validate and run)."""
     victim_info = registry.victims.get(scenario.victim.kind)
-    needs_train = getattr(victim_info.obj, "needs_training_data", None)
+    needs_train = victim_info.capability("needs_training_data")
     if needs_train is not None and needs_train(scenario.victim.params) and "victim_train" not in scenario.data:
         raise ScenarioError("the victim is trained by stealcheck (no model file given), so data.victim_train is "
                             "required.", path="data")
     offered = scenario.victim.output
-    supports = getattr(victim_info.obj, "supports_output", None)
+    supports = victim_info.capability("supports_output")
     if offered == "leaf" and not (supports is not None and supports(scenario.victim.params, "leaf")):
         raise ScenarioError("output: leaf (leaf ids, as BigML served them) needs a decision-tree victim, e.g. "
                             "kind: sklearn with model: decision_tree.", path="victim.output")
@@ -682,7 +695,7 @@ def _check_score_detector(scenario: Scenario, det: Any, who: str, path: str) -> 
         known = ", ".join(detector_ids) or "none declared"
         raise ScenarioError(f"{who} detector '{det}', which the scenario's detectors list does not declare."
                             f"{did_you_mean(str(det), list(detector_ids))} Known: {known}.", path=path)
-    if getattr(registry.detectors.get(detector_ids[det].plugin).obj, "per_client", False):
+    if registry.detectors.get(detector_ids[det].plugin).capability("per_client", False):
         raise ScenarioError(f"{who} detector '{det}', which flags clients (per-client history) instead of scoring "
                             "single queries: a per-query score is needed.", path=path)
 
@@ -701,12 +714,12 @@ def _check_detection(scenario: Scenario) -> None:
             raise ScenarioError(f"detection.benign names the data set '{role}', which data does not define."
                                 f"{did_you_mean(role, list(scenario.data))}", path="detection.benign")
     for i, ref in enumerate(scenario.detectors):
-        cls = registry.detectors.get(ref.plugin).obj
-        if getattr(cls, "needs_outliers", False) and spec.outliers not in scenario.data:
+        info = registry.detectors.get(ref.plugin)
+        if info.capability("needs_outliers", False) and spec.outliers not in scenario.data:
             raise ScenarioError(f"detector '{ref.id}' trains on an outlier set, so data.{spec.outliers} is required "
                                 "(e.g. {source: glyphs}); it must differ from the attacker's pool.",
                                 path=f"detectors.{i}")
-        if getattr(cls, "needs_network", False) and scenario.victim.kind != "torch":
+        if info.capability("needs_network", False) and scenario.victim.kind != "torch":
             raise ScenarioError(f"detector '{ref.id}' builds networks of the victim's architecture, which needs a "
                                 f"PyTorch victim (kind: torch); this victim is '{scenario.victim.kind}'.",
                                 path=f"detectors.{i}")

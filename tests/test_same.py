@@ -15,8 +15,8 @@ from sklearn.metrics import roc_auc_score
 from stealcheck.cache import Cache
 from stealcheck.datasets import Dataset
 from stealcheck.defences.detectors import DetectorContext
-from stealcheck.defences.same import (MaskedAutoencoder, SameDetector, SameModelParams, SameParams, SameXDetector,
-                                      SameYDetector)
+from stealcheck.defences.same import MaskedAutoencoder, SameDetector, SameModelParams, SameXDetector, SameYDetector
+from stealcheck.defences.specs import SameParams
 from stealcheck.registry import detectors
 
 SHAPE = (1, 16, 16)

@@ -1,3 +1,7 @@
-"""Extraction attacks (ART's, wrapped, and our own ART-style ones); importing registers them."""
+"""Extraction attacks (ART's, wrapped, and our own ART-style ones).
 
-from . import art_extraction, data_free, jbda, tramer, tramer_trees  # noqa: F401  (registration side effects)
+Importing the package declares every built-in attack (:mod:`.specs`) without importing torch or
+ART; each implementation module is imported when a run first uses it.
+"""
+
+from . import specs  # noqa: F401  (declaration side effects)

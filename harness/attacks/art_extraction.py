@@ -11,18 +11,17 @@ The adaptive strategy runs in :class:`RobustKnockoffNets`, a subclass of ART's K
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 from art.attacks.extraction import CopycatCNN, KnockoffNets
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stealcheck.datasets import Dataset
 from stealcheck.oracle import CachingClient
-from stealcheck.registry import attacks
 from stealcheck.thief import ThiefClassifier
 
 from .base import AttackContext, seed_everything
+from .specs import CopycatParams, KnockoffParams, _base_pool
 
 
 class RobustKnockoffNets(KnockoffNets):
@@ -128,31 +127,6 @@ class RobustKnockoffNets(KnockoffNets):
         return thieved_classifier
 
 
-class KnockoffParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    strategy: Literal["random", "adaptive"] = Field("random", description="random sampling of the pool, or the "
-                                                     "adaptive gradient bandit over the pool's labels")
-    reward: Literal["cert", "div", "loss", "all"] = Field("all", description="adaptive reward")
-    use_probability: bool = Field(True, description="train on the served probabilities (false: on top-1 labels)")
-    batch_size_query: int = Field(256, gt=0, description="inputs per query batch sent to the victim")
-    pool_data: str | None = Field(None, description="data set (a role under data:) to draw the proxy pool from "
-                                  "instead of data.attacker — e.g. letters, to measure proxy sensitivity")
-    avoid_detector: str | None = Field(None, description="adaptive attacker: id of a declared detector whose "
-                                       "scores the attacker knows (worst case for the defender); the pool is cut "
-                                       "to the keep_fraction it scores lowest before sampling")
-    keep_fraction: float = Field(1.0, gt=0.0, le=1.0, description="adaptive attacker: share of the pool kept "
-                                 "(the stealth knob: smaller = stealthier, fewer distinct proxy images)")
-
-    @model_validator(mode="after")
-    def _stealth(self) -> "KnockoffParams":
-        if self.keep_fraction < 1.0 and self.avoid_detector is None:
-            raise ValueError("The 'keep_fraction' parameter of knockoff filters the pool by a detector's scores: "
-                             "set avoid_detector to a declared detector id as well.")
-        if self.avoid_detector is not None and self.strategy != "random":
-            raise ValueError("avoid_detector (the adaptive attacker) works with strategy 'random' only.")
-        return self
-
-
 def knockoff_pool(p: KnockoffParams, ctx: AttackContext) -> Dataset:
     """The proxy pool the attack samples: data.attacker or ``pool_data``, cut by the avoided detector."""
     pool = _base_pool(p, ctx.pool, ctx.load_data)
@@ -173,21 +147,6 @@ def knockoff_pool(p: KnockoffParams, ctx: AttackContext) -> Dataset:
     return pool
 
 
-def knockoff_pool_size(p: KnockoffParams, pool: Dataset | None, load_data) -> int | None:
-    """Distinct samples the knockoff attack can query, before running it (for the detection budgets)."""
-    base = _base_pool(p, pool, load_data)
-    return None if base is None else int(np.ceil(p.keep_fraction * len(base)))
-
-
-def _base_pool(p: KnockoffParams, pool: Dataset | None, load_data) -> Dataset | None:
-    """data.attacker, or the data set ``pool_data`` names."""
-    if p.pool_data is None:
-        return pool
-    if load_data is None:
-        raise ValueError(f"knockoff: pool_data '{p.pool_data}' needs the scenario's data sets")
-    return load_data(p.pool_data)
-
-
 def _prefix_attack(ctx: AttackContext, make_art_attack) -> Iterator[tuple[int, ThiefClassifier]]:
     """Run an ART attack once per checkpoint on nested prefixes of a seeded permutation of the pool."""
     seed_everything(ctx.seed)
@@ -202,13 +161,6 @@ def _prefix_attack(ctx: AttackContext, make_art_attack) -> Iterator[tuple[int, T
         yield budget, thief
 
 
-@attacks.register("knockoff", params=KnockoffParams,
-                  needs_output=lambda p: "probabilities" if p.use_probability else None,
-                  needs_labels=lambda p: p.strategy == "adaptive" and p.pool_data is None,
-                  uses_pool=lambda p: p.pool_data is None,
-                  data_roles=lambda p: [p.pool_data] if p.pool_data else [],
-                  detector_refs=lambda p: [p.avoid_detector] if p.avoid_detector else [],
-                  pool_size=knockoff_pool_size)
 class KnockoffAttack:
     """KnockoffNets (Orekondy et al. 2019) from ART: query a natural proxy pool, train on the answers."""
 
@@ -235,14 +187,6 @@ class KnockoffAttack:
         yield from attack.adaptive_steps(ctx.pool.x, ctx.pool.y, ctx.make_thief())
 
 
-class CopycatParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    use_probability: bool = Field(False, description="train on probabilities instead of the paper's hard labels")
-    batch_size_query: int = Field(256, gt=0, description="inputs per query batch sent to the victim")
-
-
-@attacks.register("copycat", params=CopycatParams,
-                  needs_output=lambda p: "probabilities" if p.use_probability else None)
 class CopycatAttack:
     """CopycatCNN (Correia-Silva et al. 2018) from ART: label non-problem-domain images with the victim's top class."""
 

@@ -26,12 +26,12 @@ from art.attacks.attack import ExtractionAttack
 from art.estimators.classification import PyTorchClassifier
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel
 
-from stealcheck.registry import attacks
 from stealcheck.thief import ThiefClassifier
 
 from .base import AttackContext
+from .specs import DFMEParams, MAZEParams
 
 __all__ = ["zeroth_order_gradient", "DataFreeGenerator", "DataFreeModelExtraction", "MAZE",
            "DFMEParams", "MAZEParams", "DFMEAttack", "MAZEAttack"]
@@ -697,55 +697,6 @@ class MAZE(DataFreeModelExtraction):
 # ---------------------------------------------------------------- stealcheck plugins
 
 
-class DFMEParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    batch_size: int = Field(256, ge=2, description="generator batch size (reference 256)")
-    nz: int = Field(256, gt=0, description="dimension of the generator's latent vector")
-    generator_width: int = Field(64, gt=0, description="generator channels (last hidden conv; the first has twice "
-                                 "that); lower it to run faster on a CPU")
-    n_generator_steps: int = Field(1, ge=0, description="generator steps per iteration")
-    n_student_steps: int = Field(5, gt=0, description="student steps per iteration, each on a fresh batch")
-    lr_student: float = Field(0.1, gt=0, description="SGD learning rate of the student")
-    lr_generator: float = Field(1e-4, gt=0, description="Adam learning rate of the generator")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of the student")
-    weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay of the student")
-    nb_directions: int = Field(1, gt=0, description="random directions per sample of the zeroth-order gradient "
-                               "estimate (each costs one query)")
-    epsilon: float = Field(1e-3, gt=0, description="forward-difference step of the gradient estimate")
-    lr_milestones: list[float] = Field([0.1, 0.3, 0.5], description="fractions of the largest budget after which "
-                                       "both learning rates are multiplied by lr_gamma")
-    lr_gamma: float = Field(0.3, gt=0, le=1, description="learning-rate factor at each milestone")
-    stealth_weight: float = Field(0.0, ge=0, description="adaptive attacker: weight of a penalty on generated "
-                                  "queries that look atypical to a per-pixel Gaussian fitted on stealth_data (the "
-                                  "attacker's own estimate of a detector); 0 = the plain attack")
-    stealth_data: str | None = Field(None, description="data set (a role under data:) the attacker fits that "
-                                     "estimate on, e.g. attacker; required when stealth_weight > 0")
-    stealth_pretrain_steps: int = Field(0, ge=0, description="query-free generator steps on the penalty alone "
-                                        "before the first query (with stealth_weight > 0)")
-
-    @field_validator("lr_milestones")
-    @classmethod
-    def _milestones(cls, value: list[float]) -> list[float]:
-        if any(not 0 < f < 1 for f in value) or any(b <= a for a, b in zip(value, value[1:])):
-            raise ValueError(f"must be strictly increasing fractions in (0, 1); got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _stealth(self) -> "DFMEParams":
-        if self.stealth_weight > 0 and self.stealth_data is None:
-            raise ValueError("The 'stealth_weight' parameter needs stealth_data: the data set the attacker estimates "
-                             "the detector from (e.g. attacker).")
-        return self
-
-
-class MAZEParams(DFMEParams):
-    model_config = ConfigDict(extra="forbid")
-    nb_directions: int = Field(10, gt=0, description="random directions per sample of the zeroth-order gradient "
-                               "estimate (each costs one query)")
-    replay_capacity: int = Field(20_000, ge=0, description="queries kept (reservoir sample) for experience replay")
-    n_replay_steps: int = Field(20, ge=0, description="student steps on replayed queries per iteration (no queries)")
-
-
 def _run_data_free(attack_class, params: BaseModel, ctx: AttackContext) -> Iterator[tuple[int, ThiefClassifier]]:
     kwargs = params.model_dump()
     kwargs["lr_milestones"] = tuple(kwargs["lr_milestones"])
@@ -761,8 +712,6 @@ def _run_data_free(attack_class, params: BaseModel, ctx: AttackContext) -> Itera
     yield from attack.iter_extract(ctx.make_thief(), ctx.budgets)
 
 
-@attacks.register("dfme", params=DFMEParams, uses_pool=False, needs_output=lambda p: "probabilities",
-                  data_roles=lambda p: [p.stealth_data] if p.stealth_data else [])
 class DFMEAttack:
     """DFME (Truong et al. 2021): data-free extraction with a generator and zeroth-order gradients; no pool needed.
 
@@ -777,8 +726,6 @@ class DFMEAttack:
         yield from _run_data_free(DataFreeModelExtraction, self.params, ctx)
 
 
-@attacks.register("maze", params=MAZEParams, uses_pool=False, needs_output=lambda p: "probabilities",
-                  data_roles=lambda p: [p.stealth_data] if p.stealth_data else [])
 class MAZEAttack:
     """MAZE (Kariyappa et al. 2021): DFME-style data-free extraction with KL loss, 10 directions and replay.
 

@@ -8,7 +8,7 @@ the new points are sent to the victim, so the set (and the query count) doubles 
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -16,12 +16,11 @@ from art.attacks.attack import ExtractionAttack
 from art.estimators.classification import PyTorchClassifier
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
-from pydantic import BaseModel, ConfigDict, Field
 
-from stealcheck.registry import attacks
 from stealcheck.thief import ThiefClassifier
 
 from .base import AttackContext, seed_everything
+from .specs import JBDAParams
 
 VARIANTS = ("jbda", "jb-self", "jb-topk")
 
@@ -263,29 +262,6 @@ class JacobianAugmentation(ExtractionAttack):
         return thieved_classifier
 
 
-class JBDAParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    variant: Literal["jbda", "jb-self", "jb-topk"] = Field("jbda", description="augmentation rule (PRADA's names)")
-    seed_size: int = Field(150, gt=0, description="seed inputs drawn from seed_data (Papernot: 150; SAME: 200)")
-    seed_data: str = Field("attacker", description="data set (a role under data:) the seeds are drawn from; "
-                           "JBDA assumes a few in-distribution samples")
-    nb_rounds: int | None = Field(None, gt=0, description="augmentation rounds; null = as many as the budget allows")
-    step_size: float = Field(0.1, gt=0, description="lambda, the step of each augmentation")
-    nb_epochs: int = Field(10, gt=0, description="substitute epochs per round (clipped to the thief's step range)")
-    sign_period: int | None = Field(None, gt=0, description="flip the step's sign every tau rounds; null = never")
-    reservoir_size: int | None = Field(None, gt=0, description="kappa: augment only this many random points per "
-                                       "round once reservoir_after rounds are done; null = all")
-    reservoir_after: int = Field(3, ge=0, description="sigma: rounds before the reservoir applies")
-    top_k: int = Field(3, gt=0, description="jb-topk: targets among the substitute's top-k other classes")
-    topk_steps: int = Field(5, gt=0, description="jb-topk: gradient steps towards the target")
-    use_probability: bool = Field(False, description="train on the served probabilities (Papernot: labels)")
-    batch_size_query: int = Field(256, gt=0, description="inputs per query batch sent to the victim")
-    keep_saturated: bool = Field(False, description="adaptive attacker: leave features at an end of the input "
-                                 "range (a digit's black background) where they are; only the others move")
-
-
-@attacks.register("jbda", params=JBDAParams, uses_pool=False, data_roles=lambda p: [p.seed_data],
-                  needs_output=lambda p: "probabilities" if p.use_probability else None)
 class JBDAAttack:
     """Jacobian-based dataset augmentation (Papernot et al. 2017) with PRADA's jb-self and jb-topk variants."""
 

@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from art.attacks.attack import ExtractionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
-from pydantic import BaseModel, ConfigDict, Field
 
-from stealcheck.registry import attacks
 
 from .base import AttackContext
 from .tramer_models import (ACTIVATIONS, FAMILIES, SATURATION, ExtractedClassifier, LogitSolution, ModelFamily,
                             fit_cross_entropy, solve_binary_logit)
+from .specs import EquationSolvingParams, LowdMeekParams, RetrainingParams, check_feature_box
 
 __all__ = ["FeatureBox", "EquationSolving", "LowdMeek", "Retraining", "parameter_error", "check_feature_box"]
 
@@ -73,27 +72,6 @@ class FeatureBox:
     def basis(self) -> np.ndarray:
         """d + 1 best-conditioned points: the low corner, then one step across the box along each axis."""
         return np.vstack([self.low, self.low + np.diag(self.high - self.low)])
-
-
-def check_feature_box(box: Sequence[Sequence[float]] | None, victim) -> str | None:
-    """Validation (``stealcheck validate``): the box must have 1 or d pairs inside the victim's input range."""
-    if box is None:
-        return None
-    spec = getattr(victim.params, "input", None)
-    if spec is None:
-        return None
-    d = int(np.prod(spec.shape))
-    lo, hi = spec.range
-    if len(box) not in (1, d):
-        return (f"feature_box has {len(box)} [low, high] pairs but the victim's input has {d} features "
-                f"(shape {list(spec.shape)}); give one pair for every feature, or exactly {d}.")
-    for j, (a, b) in enumerate(box):
-        if not a < b:
-            return f"feature_box[{j}] = [{a}, {b}] needs low < high."
-        if a < lo or b > hi:
-            return (f"feature_box[{j}] = [{a}, {b}] lies outside the victim's input range [{lo}, {hi}], which the "
-                    "data are scaled to; queries there are not valid inputs.")
-    return None
 
 
 def parameter_error(family: ModelFamily, theta: np.ndarray, reference: dict | None) -> dict[str, float]:
@@ -605,35 +583,12 @@ class Retraining(ExtractionAttack):
 
 # ---------------------------------------------------------------- plugins
 
-FeatureBoxField = Field(None, description="region queries are drawn from: null = the victim's input range; one "
-                        "[low, high] pair for every feature; or one pair per feature")
-
-
-class EquationSolvingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: Literal["binary_lr", "softmax", "ovr", "mlp"] = Field(
-        "softmax", description="the victim's model family, which the attacker knows: binary_lr (solved exactly), "
-        "softmax or ovr logistic regression, or a one-hidden-layer mlp")
-    hidden: int = Field(20, gt=0, description="mlp: hidden units (the victim's)")
-    activation: Literal["relu", "tanh", "logistic"] = Field("relu", description="mlp: hidden activation (the victim's)")
-    l2: float = Field(1e-8, ge=0, description="L2 penalty on the weights of the fitted model (tiny: makes the "
-                      "loss strongly convex without biasing the solution)")
-    max_iter: int = Field(5000, gt=0, description="L-BFGS-B iterations per fit")
-    restarts: int = Field(1, gt=0, description="mlp: random restarts, the lowest loss is kept")
-    query_design: Literal["uniform", "basis"] = Field(
-        "uniform", description="uniform: every query uniform in the box (the paper); basis: first the box's low "
-        "corner and one step along each axis (best conditioned for the exact binary solve), then uniform")
-    feature_box: list[tuple[float, float]] | None = FeatureBoxField
-
 
 def _reference(ctx: AttackContext) -> dict | None:
     # Evaluation only: the parameter error of the copy. The attack itself never reads it.
     return getattr(ctx.oracle, "reference_parameters", None)
 
 
-@attacks.register("equation_solving", params=EquationSolvingParams, uses_pool=False,
-                  needs_output=lambda p: "probabilities",
-                  check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
 class EquationSolvingAttack:
     """Tramèr et al.'s equation solving: exact binary LR from d+1 queries; softmax/OvR LR and MLP by cross-entropy fit."""
 
@@ -648,16 +603,6 @@ class EquationSolvingAttack:
         yield from attack.iter_extract()
 
 
-class LowdMeekParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    eps: float = Field(1e-6, gt=0, lt=0.5, description="binary-search precision along each witness segment "
-                       "(log2(1/eps) queries per boundary point)")
-    nb_boundary: int | None = Field(None, gt=0, description="boundary points to find; null = d + 1 (more: least squares)")
-    feature_box: list[tuple[float, float]] | None = FeatureBoxField
-
-
-@attacks.register("lowd_meek", params=LowdMeekParams, uses_pool=False, needs_output=lambda p: None,
-                  check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
 class LowdMeekAttack:
     """Lowd-Meek label-only attack on binary linear classifiers: sign witnesses and boundary binary searches."""
 
@@ -671,28 +616,6 @@ class LowdMeekAttack:
         yield from attack.iter_extract()
 
 
-class RetrainingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    strategy: Literal["uniform", "line_search", "adaptive"] = Field(
-        "adaptive", description="where queries go: uniform in the box, line searches between differently "
-        "labelled points, or adaptive rounds where the copy is least certain")
-    model: Literal["binary_lr", "softmax", "ovr", "mlp"] = Field("softmax", description="family of the copy")
-    hidden: int = Field(20, gt=0, description="mlp: hidden units")
-    activation: Literal["relu", "tanh", "logistic"] = Field("relu", description="mlp: hidden activation")
-    l2: float = Field(1e-4, ge=0, description="L2 penalty on the copy's weights (keeps label-only fits finite)")
-    max_iter: int = Field(1000, gt=0, description="L-BFGS-B iterations per refit")
-    use_probability: bool = Field(True, description="fit the served probabilities; false = the top-1 labels only")
-    uniform_share: float = Field(0.25, ge=0, le=1, description="share of uniform queries (line_search: of the "
-                                 "budget; adaptive: of each round after the first)")
-    round_size: int = Field(100, gt=0, description="adaptive: queries per round (refit after each)")
-    candidates: int = Field(10, gt=0, description="adaptive: unsent uniform candidates per chosen query")
-    search_steps: int = Field(8, gt=0, description="line_search: binary-search steps per pair")
-    feature_box: list[tuple[float, float]] | None = FeatureBoxField
-
-
-@attacks.register("retraining", params=RetrainingParams, uses_pool=False,
-                  needs_output=lambda p: "probabilities" if p.use_probability else None,
-                  check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
 class RetrainingAttack:
     """Tramèr et al.'s retraining (uniform, line-search, adaptive) on probabilities or labels, for any victim."""
 

@@ -24,19 +24,18 @@ The extracted tree predicts like the victim everywhere except within ``eps`` of 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from art.attacks.attack import ExtractionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
-from pydantic import BaseModel, ConfigDict, Field
 
-from stealcheck.registry import attacks
 
 from .base import AttackContext
-from .tramer import FeatureBox, FeatureBoxField, _check_checkpoints, _flat_dim, check_feature_box
+from .tramer import FeatureBox, _check_checkpoints, _flat_dim
 from .tramer_models import ExtractedClassifier
+from .specs import PathFindingParams
 
 __all__ = ["PathFinding", "TreeNode", "PathFindingParams", "PathFindingAttack"]
 
@@ -248,17 +247,6 @@ class PathFinding(ExtractionAttack):
         return self.as_classifier(self.explore(int(kwargs.get("max_queries", 10 ** 9))))
 
 
-class PathFindingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    variant: Literal["path", "top_down"] = Field(
-        "path", description="path: complete queries only; top_down: incomplete queries (missing features), as "
-        "BigML accepted")
-    eps: float = Field(1e-4, gt=0, lt=1, description="precision of each threshold (bisection stops at this width)")
-    feature_box: list[tuple[float, float]] | None = FeatureBoxField
-
-
-@attacks.register("path_finding", params=PathFindingParams, uses_pool=False, needs_output=lambda p: "leaf",
-                  check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
 class PathFindingAttack:
     """Tramèr et al.'s decision-tree path finding against a leaf-id API (output: leaf), complete or top-down."""
 

@@ -1,8 +1,9 @@
-"""Defences (output perturbation now; detectors and active defences later); importing registers them."""
+"""Defences (output perturbation, active defences) and query detectors.
 
-from . import output_perturbation  # noqa: F401  (registration side effects)
-from . import same  # noqa: F401
+Importing the package declares them without importing torch or ART: :mod:`.specs` declares the
+ones whose modules are heavy, and the light detector modules register where they live.
+"""
+
+from . import specs  # noqa: F401  (declaration side effects)
 from . import baselines, edm, oe  # noqa: F401  (detectors that use the victim itself)
 from . import prada  # noqa: F401  (per-client detector)
-from . import fusion  # noqa: F401  (benign-calibrated signal fusion)
-from . import active  # noqa: F401  (reject / pow / misinformation, driven by a detector)

@@ -26,23 +26,15 @@ import hashlib
 import itertools
 import secrets
 import time
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stealcheck.oracle import ActiveResponse, apply_output_mode
-from stealcheck.registry import defences
+from .specs import MisinformationParams, PowParams, RejectParams
 
 
 # ---------------------------------------------------------------- shared parts
-
-class _DetectorParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    detector: str = Field(description="id of a detector in the scenario's 'detectors' list; "
-                                      "its score drives this defence")
-    target_fpr: float = Field(0.05, gt=0, lt=1,
-                              description="share of benign calibration queries allowed above the threshold")
 
 
 def threshold_at_fpr(calibration_scores: np.ndarray, target_fpr: float) -> float:
@@ -106,11 +98,6 @@ def latency_summary(seconds: np.ndarray) -> dict[str, float]:
 
 # ---------------------------------------------------------------- reject
 
-class RejectParams(_DetectorParams):
-    mode: Literal["refuse", "label_only"] = Field(
-        "refuse",
-        description="above the threshold: 'refuse' (uniform answer) or 'label_only' (one-hot of the top class)")
-
 
 class Reject(_ScoredDefence):
     """Refuse (uniform distribution) or answer the label only when the score exceeds tau.
@@ -135,7 +122,6 @@ class Reject(_ScoredDefence):
         return ActiveResponse(out, ~suspicious, np.zeros(len(x)))
 
 
-@defences.register("reject", params=RejectParams, needs_detector=True)
 class RejectDefence:
     """Reject queries whose detector score is above the target-FPR threshold (refuse or label only)."""
 
@@ -176,23 +162,6 @@ def solve(challenge: bytes, bits: int) -> int:
         if int.from_bytes(h.digest(), "big") >> shift == 0:
             return nonce
     raise AssertionError("unreachable")
-
-
-class PowParams(_DetectorParams):
-    base_bits: int = Field(0, ge=0, le=32, description="difficulty at or below the threshold (0 = no puzzle)")
-    min_bits: int = Field(8, ge=0, le=32, description="difficulty just above the threshold")
-    max_bits: int = Field(14, ge=0, le=32,
-                          description="difficulty for scores 'ramp' calibration std or more above the threshold "
-                                      "(SHA-256 in Python, ~0.5M hashes/s: 14 bits ~ 35 ms, 20 bits ~ 2 s)")
-    ramp: float = Field(3.0, gt=0, description="score distance above the threshold, in std of the benign scores, "
-                                               "over which the difficulty rises from min_bits to max_bits")
-    seed: int | None = Field(None, description="seed for the challenges (reproducible work); None = os randomness")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "PowParams":
-        if not self.min_bits <= self.max_bits:
-            raise ValueError(f"min_bits ({self.min_bits}) must not exceed max_bits ({self.max_bits})")
-        return self
 
 
 class ProofOfWork(_ScoredDefence):
@@ -256,7 +225,6 @@ class ProofOfWork(_ScoredDefence):
         return ActiveResponse(out, answered, seconds)
 
 
-@defences.register("pow", params=PowParams, needs_detector=True)
 class ProofOfWorkDefence:
     """Proof of work (Dziedzic et al., ICLR 2022): SHA-256 hashcash, harder for higher detector scores."""
 
@@ -270,13 +238,6 @@ class ProofOfWorkDefence:
 
 
 # ---------------------------------------------------------------- adaptive misinformation
-
-class MisinformationParams(_DetectorParams):
-    k: float | None = Field(None, gt=0, description="steepness of a = sigmoid(k (score - tau)); "
-                                                    "None = 10 / std of the benign calibration scores")
-    misinformation: Literal["reverse", "uniform_other"] = Field(
-        "reverse", description="the wrong answer blended in: 'reverse' = softmax(-log y) (mass on the least likely "
-                               "classes), 'uniform_other' = uniform over all classes but the top one")
 
 
 def misinformation_distribution(probs: np.ndarray, kind: str = "reverse") -> np.ndarray:
@@ -324,7 +285,6 @@ class AdaptiveMisinformation(_ScoredDefence):
         return ActiveResponse(out, a[:, 0] <= 0.5, np.zeros(len(x)))
 
 
-@defences.register("misinformation", params=MisinformationParams, needs_detector=True)
 class MisinformationDefence:
     """Adaptive misinformation (Kariyappa & Qureshi, CVPR 2020): blend in a wrong answer as the score rises."""
 

@@ -53,78 +53,18 @@ such as proxy images that reconstruct better than benign ones; not monotone).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sklearn.covariance import LedoitWolf
 
-from stealcheck.registry import detectors
 
 from .detectors import Detector, DetectorContext
-from .same import SameModelParams
+from .specs import FEATURE_SIGNALS, FusionParams, MAE_SIGNALS
 
-SIGNALS = ("pixel_density", "intensity_knn", "energy", "msp", "feature_knn", "feature_mahalanobis",
-           "reconstruction", "masked_reconstruction", "deviation")
-MAE_SIGNALS = ("reconstruction", "masked_reconstruction", "deviation")
-FEATURE_SIGNALS = ("feature_knn", "feature_mahalanobis")
 #: the default signals, in order, each used when the victim allows it (see ``resolve_signals``)
-DEFAULT_SIGNALS = ("pixel_density", "intensity_knn", "energy", "feature_knn")
-
-
-class FusionParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    signals: list[Literal[SIGNALS]] | None = Field(  # type: ignore[valid-type]
-        None, description="signals to combine, from " + ", ".join(SIGNALS) + "; null = pixel_density, "
-        "intensity_knn, energy and feature_knn, each where the victim allows it (intensity_knn for image inputs, "
-        "energy needs logits, feature_knn the victim network; msp replaces energy without logits)")
-    rule: Literal["max", "sum", "mahalanobis"] = Field(
-        "max", description="how standardised signals combine: 'max' (monotone), 'sum' (monotone) or "
-        "'mahalanobis' (distance from the benign mean in signal space, two-sided)")
-    target_fpr: float = Field(0.05, gt=0.0, lt=1.0, description="benign false-positive rate the threshold is set "
-                              "for (threshold_ / flag(x)), measured on the calibration's threshold part")
-    standardize_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of the benign calibration data "
-                                        "used to standardise the signals; the rest sets the threshold")
-    pixel_bins: int = Field(16, ge=2, le=256, description="pixel_density / intensity_knn: histogram bins over "
-                            "the input range")
-    pixel_atoms: bool = Field(True, description="pixel_density / intensity_knn: the input range's two ends are "
-                              "cells of their own beside the bins, so a feature that benign data hold exactly at "
-                              "an end (a digit's black background, a saturated pixel) makes any move away from it "
-                              "rare however small; false = bins only")
-    knn_k: int | None = Field(None, gt=0, description="feature_knn / intensity_knn: distance to the k-th nearest "
-                              "training sample; "
-                              "null = one per 1,000 bank samples (at least 1), Sun et al.'s ratio (k = 50 for "
-                              "CIFAR-10's 50,000)")
-    bank_size: int = Field(5000, gt=0, description="feature_knn / feature_mahalanobis / intensity_knn: training "
-                           "samples kept "
-                           "(seeded subsample when the training set is larger)")
-    feature_dims: int | None = Field(None, gt=0, description="feature_knn / feature_mahalanobis: project the "
-                                     "penultimate features onto their top singular directions on the bank (benign "
-                                     "training data) first, keeping this many; null = all (also when it is not "
-                                     "below the features' width; at most the bank's size are kept). The bank's size "
-                                     "times this is what kNN reads per query, so it sets the single-query cost")
-    masked_draws: int = Field(4, gt=0, description="masked_reconstruction: random masks averaged per query")
-    masked_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="masked_reconstruction: share of patches masked")
-    mae: SameModelParams = Field(default_factory=lambda: SameModelParams(patch_size=7),
-                                 description="the MAE (and auxiliary model) behind the reconstruction signals; "
-                                 "same keys as the 'same' detector's model params (default: patch 7, the cheaper "
-                                 "scoring path)")
-    score_batch_size: int = Field(512, gt=0, description="queries per forward pass when scoring (memory only)")
-
-    @field_validator("signals")
-    @classmethod
-    def _distinct(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None:
-            if not v:
-                raise ValueError("The 'signals' parameter of fusion needs at least one signal (or null for the "
-                                 "defaults).")
-            dup = sorted({s for s in v if v.count(s) > 1})
-            if dup:
-                raise ValueError(f"The 'signals' parameter of fusion lists {dup} more than once.")
-        return v
 
 
 def last_linear(net: nn.Module) -> nn.Linear | None:
@@ -183,7 +123,6 @@ def combine(z: np.ndarray, rule: str, precision: np.ndarray | None = None) -> np
     return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", z, precision, z), 0.0))
 
 
-@detectors.register("fusion", params=FusionParams)
 class FusionDetector(Detector):
     """Signal fusion: pixel density, intensity mix, victim energy / max-softmax, penultimate-feature kNN
     or Mahalanobis distance and SAME's reconstruction terms, each z-scored on benign data and combined by

@@ -7,14 +7,14 @@ before the output mode.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 from art.defences.postprocessor import GaussianNoise, HighConfidence, Postprocessor, ReverseSigmoid, Rounded
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from stealcheck.oracle import apply_output_mode
 from stealcheck.registry import NoParams, defences
+from .specs import ChainParams, GaussianNoiseParams, HighConfidenceParams, ReverseSigmoidParams, RoundedParams
 
 PostFn = Callable[[np.ndarray], np.ndarray]
 
@@ -54,7 +54,6 @@ class Finite(Postprocessor):
         return out
 
 
-@defences.register("none")
 class NoDefence:
     """No defence: the victim's outputs as they are (the baseline of every report)."""
 
@@ -63,12 +62,6 @@ class NoDefence:
         return []
 
 
-class RoundedParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    decimals: int = Field(3, ge=0, le=10, description="decimals kept in each probability")
-
-
-@defences.register("rounded", params=RoundedParams)
 class RoundedDefence:
     """Round the probabilities to a few decimals (ART Rounded)."""
 
@@ -77,13 +70,6 @@ class RoundedDefence:
         return [Rounded(decimals=params.decimals)]
 
 
-class ReverseSigmoidParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    beta: float = Field(1.0, gt=0, description="perturbation magnitude")
-    gamma: float = Field(0.1, gt=0, description="perturbation dampening")
-
-
-@defences.register("reverse_sigmoid", params=ReverseSigmoidParams)
 class ReverseSigmoidDefence:
     """Reverse sigmoid perturbation of the probabilities (ART ReverseSigmoid, NaN rows made uniform)."""
 
@@ -92,12 +78,6 @@ class ReverseSigmoidDefence:
         return [Finite(ReverseSigmoid(beta=params.beta, gamma=params.gamma))]
 
 
-class HighConfidenceParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    cutoff: float = Field(0.25, gt=0, lt=1, description="probabilities below this are set to 0")
-
-
-@defences.register("high_confidence", params=HighConfidenceParams)
 class HighConfidenceDefence:
     """Zero every probability below a cutoff (ART HighConfidence)."""
 
@@ -106,12 +86,6 @@ class HighConfidenceDefence:
         return [HighConfidence(cutoff=params.cutoff)]
 
 
-class GaussianNoiseParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    scale: float = Field(0.2, gt=0, description="standard deviation of the added noise")
-
-
-@defences.register("gaussian_noise", params=GaussianNoiseParams)
 class GaussianNoiseDefence:
     """Add Gaussian noise to the probabilities and renormalise (ART GaussianNoise; uses np.random)."""
 
@@ -120,7 +94,6 @@ class GaussianNoiseDefence:
         return [GaussianNoise(scale=params.scale)]
 
 
-@defences.register("label_only")
 class LabelOnlyDefence:
     """Answer with the top class only (one-hot), correct on batches unlike ART's ClassLabels."""
 
@@ -129,32 +102,6 @@ class LabelOnlyDefence:
         return [LabelOnly()]
 
 
-class ChainParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    steps: list[Any] = Field(description="defences applied in order, each written as in 'defences'")
-
-    @field_validator("steps")
-    @classmethod
-    def _resolve(cls, steps: list[Any]) -> list[Any]:
-        from stealcheck.errors import ScenarioError
-        from stealcheck.scenario import resolve_plugin
-
-        if not steps:
-            raise ValueError("give at least one step")
-        resolved = []
-        for i, item in enumerate(steps):
-            try:
-                resolved.append(resolve_plugin(defences, item, f"steps.{i}"))
-            except ScenarioError as exc:
-                raise ValueError(exc.format()) from None
-        return resolved
-
-    @field_serializer("steps")
-    def _dump(self, steps: list[Any]) -> list[Any]:
-        return [s.to_dict() if hasattr(s, "to_dict") else s for s in steps]
-
-
-@defences.register("chain", params=ChainParams)
 class ChainDefence:
     """Several defences applied one after the other, e.g. reverse_sigmoid then rounded."""
 

@@ -33,15 +33,21 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.stats import shapiro
 
 from stealcheck.registry import detectors
 
 from .detectors import Detector, DetectorContext
 
-# scipy's nan-policy wrapper inspects signatures on every call: 4/5 of the cost of testing after
-# each query. The wrapped function is the same test (same result), called directly when present.
-_shapiro_w = getattr(shapiro, "__wrapped__", shapiro)
+
+def _shapiro_w(d: np.ndarray):
+    """scipy's Shapiro-Wilk test, imported on first use (scipy.stats is slow to import for validate).
+
+    scipy's nan-policy wrapper inspects signatures on every call: 4/5 of the cost of testing after
+    each query. The wrapped function is the same test (same result), called directly when present.
+    """
+    from scipy.stats import shapiro
+
+    return getattr(shapiro, "__wrapped__", shapiro)(d)
 
 
 class PradaParams(BaseModel):

@@ -15,19 +15,18 @@ embedding, random masking, encoder, light decoder with mask tokens, linear per-p
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from stealcheck.cache import fingerprint
-from stealcheck.registry import detectors
 
 from .detectors import Detector, DetectorContext
+from .specs import SameModelParams
 
 #: bump when what a cached SAME model entry contains, or how it is trained, changes
 SAME_MODEL_FORMAT = 1
@@ -35,86 +34,6 @@ CACHE_KIND = "detectors-same"
 
 
 # ---------------------------------------------------------------- params
-
-
-class SameModelParams(BaseModel):
-    """What determines the trained MAE + auxiliary model (shared by same, same_x and same_y).
-
-    Defaults: a small MAE (patch 4, width 64, 4 + 1 blocks, 0.26M parameters, 15 epochs) that trains
-    in a few minutes on one CPU core for ~4,000 28x28 images. The paper's configuration (CIFAR-10 / 32x32) is
-    ``patch_size: 2, embed_dim: 192, depth: 12, num_heads: 3, decoder_embed_dim: 192 (authors' code:
-    the same width), decoder_depth: 4, decoder_num_heads: 3, lr: 0.01, weight_decay: 0.05,
-    batch_size: 128, warmup_epochs: 50, epochs: 500, pos_embed: learned, loss_on: all``.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    patch_size: int = Field(4, gt=0, description="side of the square patches; must divide the input's height and width")
-    embed_dim: int = Field(64, gt=0, description="encoder width (paper: 192, ViT-Tiny)")
-    depth: int = Field(4, gt=0, description="encoder blocks (paper: 12)")
-    num_heads: int = Field(4, gt=0, description="encoder attention heads; must divide embed_dim (paper: 3)")
-    decoder_embed_dim: int = Field(64, gt=0, description="decoder width")
-    decoder_depth: int = Field(1, gt=0, description="decoder blocks (paper: 4)")
-    decoder_num_heads: int = Field(4, gt=0, description="decoder attention heads; must divide decoder_embed_dim")
-    mlp_ratio: float = Field(4.0, gt=0, description="hidden width of the blocks' MLP, as a multiple of their width")
-    pos_embed: Literal["sincos", "learned"] = Field(
-        "sincos", description="'sincos': fixed 2-D sine-cosine position embeddings (He et al.); "
-        "'learned': trained ones (the authors' code)")
-    mask_ratio: float = Field(0.75, ge=0.0, lt=1.0, description="share of patches masked during training")
-    loss_on: Literal["all", "masked"] = Field(
-        "all", description="patches whose pixel MSE trains the MAE: 'all' (the authors' code; queries are "
-        "scored without masking, so visible patches must be reconstructed too) or 'masked' (He et al.)")
-    epochs: int = Field(15, gt=0, description="MAE training epochs over the victim's training set (paper: 500)")
-    warmup_epochs: float = Field(1, ge=0, description="linear learning-rate warm-up, in epochs, before a "
-                                 "cosine decay to zero (paper: 50)")
-    batch_size: int = Field(128, gt=0, description="MAE batch size (paper: 128)")
-    lr: float = Field(2e-3, gt=0, description="peak AdamW learning rate of the MAE, betas (0.9, 0.95) (paper: 0.01)")
-    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay of the MAE (paper: 0.05)")
-    aux_steps: int | None = Field(None, gt=0, description="auxiliary-model optimiser steps; null = the "
-                                  "victim's training recipe")
-    aux_batch_size: int | None = Field(None, gt=0, description="auxiliary-model batch size; null = the "
-                                       "victim's training recipe")
-    aux_lr: float | None = Field(None, gt=0, description="auxiliary-model peak learning rate (Adam, one-cycle); "
-                                 "null = the victim's training recipe")
-    checkpoint: Literal["last", "benign_val"] = Field(
-        "last", description="which MAE epoch to keep: 'last', or 'benign_val' — hold out val_fraction of the "
-        "training data and keep the epoch whose unmasked reconstruction error (the scoring setting) on it is "
-        "lowest; a benign-only rule, no attack data involved")
-    val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="checkpoint 'benign_val': share of the training "
-                                "data held out from MAE training to choose the epoch")
-    score_batch_size: int = Field(512, gt=0, description="queries per forward pass when scoring (memory only; "
-                                  "does not change scores)")
-    cache: bool = Field(True, description="cache the trained MAE + auxiliary model (shared by same, same_x, same_y)")
-
-    @model_validator(mode="after")
-    def _heads_divide_widths(self) -> "SameModelParams":
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"The 'num_heads' parameter of SAME must divide embed_dim ({self.embed_dim}). "
-                             f"Got {self.num_heads} instead.")
-        if self.decoder_embed_dim % self.decoder_num_heads:
-            raise ValueError(f"The 'decoder_num_heads' parameter of SAME must divide decoder_embed_dim "
-                             f"({self.decoder_embed_dim}). Got {self.decoder_num_heads} instead.")
-        if self.pos_embed == "sincos" and (self.embed_dim % 4 or self.decoder_embed_dim % 4):
-            raise ValueError("pos_embed 'sincos' needs embed_dim and decoder_embed_dim divisible by 4. "
-                             f"Got {self.embed_dim} and {self.decoder_embed_dim} instead.")
-        return self
-
-    def model_key(self) -> dict[str, Any]:
-        """The fields that change the trained models (not how scores are batched or whether to cache)."""
-        dumped = self.model_dump(mode="json")
-        skip = {"score_batch_size", "cache"}
-        if self.checkpoint == "last":  # keys from before checkpoint selection existed stay valid
-            skip |= {"checkpoint", "val_fraction"}
-        return {k: dumped[k] for k in SameModelParams.model_fields if k not in skip}
-
-
-class SameParams(SameModelParams):
-    """Params of the combined SAME score."""
-
-    alpha: float = Field(0.99, ge=0.0, le=1.0, description="weight of the reconstruction term: "
-                         "score = alpha * s1 + (1 - alpha) * s2 (the authors' evaluation script: 0.99)")
-    standardize: bool = Field(False, description="z-score each term on benign data (ctx.calibration, else the "
-                              "training data) before combining, so that alpha weighs comparable scales")
 
 
 # ---------------------------------------------------------------- the masked autoencoder
@@ -456,7 +375,6 @@ class _SameBase(Detector):
         self.term_std_ = state["term_std"].numpy()
 
 
-@detectors.register("same", params=SameParams)
 class SameDetector(_SameBase):
     """SAME: masked-autoencoder reconstruction error plus victim-vs-auxiliary deviation (Xie et al., AAAI 2024).
 
@@ -493,7 +411,6 @@ class SameDetector(_SameBase):
         return a * t[:, 0] + (1.0 - a) * t[:, 1]
 
 
-@detectors.register("same_x", params=SameModelParams)
 class SameXDetector(_SameBase):
     """SAME-X: SAME's reconstruction term only (per-sample MSE of the unmasked MAE reconstruction).
 
@@ -505,7 +422,6 @@ class SameXDetector(_SameBase):
         return self._raw_terms(x)[:, 0]
 
 
-@detectors.register("same_y", params=SameModelParams)
 class SameYDetector(_SameBase):
     """SAME-Y: SAME's deviation term only (KL of the victim on x against the auxiliary model on x_hat).
 
