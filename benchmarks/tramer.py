@@ -7,6 +7,9 @@ wine and breast cancer. Every attack queries through stealcheck's Oracle (querie
 Columns: model, unknowns, queries, 1-R_test and 1-R_unif (total variation; for label-only copies
 the label agreement), the parameter error where the victim is linear, wall time, and the paper's
 numbers on Adult beside ours. About three minutes on one core (MLP fits are most of it).
+The binary LR rows also show the exact solve's residual and condition number, and are repeated with
+answers rounded to float32 (what the oracle served before it kept float64, as a JSON API does) to show
+what that precision costs.
 
 Then Fredrikson et al.'s model inversion (ART's MIFace) on the softmax copy extracted from the
 digits victim (made differentiable by tramer_models.as_pytorch_classifier) and on the victim itself
@@ -52,8 +55,13 @@ def build(name: str, model: str, d: int, cache: Cache, **model_params):
     return SklearnVictim.build(params, vctx), parts["test"]
 
 
-def oracle(victim, output_mode: str = "probabilities", decimals: int | None = None) -> Oracle:
-    post = [Rounded(decimals=decimals)] if decimals else []
+def as_float32(probs: np.ndarray) -> np.ndarray:
+    """Answers rounded to float32: an API that serves single precision (the oracle serves float64)."""
+    return np.asarray(probs, dtype=np.float32)
+
+
+def oracle(victim, output_mode: str = "probabilities", decimals: int | None = None, float32: bool = False) -> Oracle:
+    post = ([Rounded(decimals=decimals)] if decimals else []) + ([as_float32] if float32 else [])
     return Oracle(victim.predict_proba, victim.input_shape, victim.nb_classes, victim.clip_values,
                   postprocessors=post, output_mode=output_mode, leaf_predict=victim.leaf_ids,
                   reference_parameters=victim.parameters)
@@ -74,12 +82,14 @@ def row(label, victim, test, copy, queries, seconds, unif, note="", labels_only=
                f"{m['queries_per_leaf']:.0f} q/leaf" + (f"; {note}" if note else "")
     if "direction_cosine" in m:
         note = f"cos(w, w^) = {m['direction_cosine']:.8f}" + (f"; {note}" if note else "")
+    if "solve_residual" in m:  # binary LR: how far the exact solve can be trusted
+        note = f"residual {m['solve_residual']:.1e}, cond {m['condition_number']:.3g}" + (f"; {note}" if note else "")
     print(f"| {label} | {unknowns} | {queries} | {100 * r_test:.2f} | {100 * r_unif:.2f} | "
           f"{'-' if err is None else f'{err:.1e}'} | {seconds:.1f} | {paper} | {note} |", flush=True)
 
 
-def run_equation(label, victim, test, unif, family, multiples, decimals=None, **kw):
-    o = oracle(victim, decimals=decimals)
+def run_equation(label, victim, test, unif, family, multiples, decimals=None, float32=False, **kw):
+    o = oracle(victim, decimals=decimals, float32=float32)
     attack = EquationSolving(o, family=family, reference_parameters=victim.parameters, **kw)
     unknowns = attack.model_.unknowns
     budgets = [int(round(m * unknowns)) for m in multiples]
@@ -148,8 +158,11 @@ def main() -> None:
 
     blr, test = build("breast_cancer", "logistic_regression", 30, cache)
     unif = rng.uniform(size=(1000, 30))
-    run_equation("binary LR, breast cancer, basis design", blr, test, unif, "binary_lr", [1.0], query_design="basis")
-    run_equation("binary LR, uniform queries", blr, test, unif, "binary_lr", [1.0, 2.0])
+    for float32 in (False, True):  # the same queries, answers in float64 and rounded to float32
+        answers = ", float32 answers" if float32 else ""
+        run_equation(f"binary LR, breast cancer, basis design{answers}", blr, test, unif, "binary_lr", [1.0],
+                     float32=float32, query_design="basis")
+        run_equation(f"binary LR, uniform queries{answers}", blr, test, unif, "binary_lr", [1.0, 2.0], float32=float32)
     for dec in (4, 3, 2):
         run_equation(f"binary LR, basis, rounded to {dec}", blr, test, unif, "binary_lr", [1.0],
                      decimals=dec, query_design="basis")
