@@ -13,12 +13,13 @@ import math
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import jinja2
 import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats
 
 from stealcheck.results import read_results, read_summary
 from . import plots
@@ -31,7 +32,7 @@ UTILITY_METRICS = ["victim_accuracy", "output_distortion", "label_change_rate"]
 METRIC_LABELS = {
     FIDELITY: "fidelity", ACCURACY: "thief accuracy", "r_test": "R test", "r_unif": "R unif",
     "fidelity_unif": "fidelity (uniform)", "kl": "KL (nats)", "queries_used": "queries used",
-    SECONDS: "attack time (s)", "victim_accuracy": "victim accuracy", "output_distortion": "output distortion",
+    SECONDS: "attack time", "victim_accuracy": "victim accuracy", "output_distortion": "output distortion",
     "label_change_rate": "label change rate", "answered_share": "answered share",
     "latency_mean_ms": "mean latency (ms)", "latency_p95_ms": "p95 latency (ms)",
     "param_max_abs_error": "max parameter error", "queries_per_leaf": "queries per leaf",
@@ -45,6 +46,12 @@ SERVICE_DESCRIPTIONS = {
 SHOWN_KINDS = ("extraction", "utility")
 STATUS_STYLES = {"complete": "ok", "partial": "warn", "failed": "bad", "running": "info"}
 DASH = "\u2013"  # shown for NaN and missing values
+#: confidence level of every interval in the report
+CONFIDENCE = 0.95
+#: metrics that are a share of the n test samples, so that a binomial (Wilson) interval applies
+PROPORTION_METRICS = (FIDELITY, ACCURACY)
+TIMING_NOTE = ("Timings depend on the machine and on its load while the run went on: compare them within this "
+               "report, not across machines or runs.")
 
 
 # ---------------------------------------------------------------- entry point
@@ -99,12 +106,16 @@ def report_context(summary: Mapping[str, Any], frame: pd.DataFrame,
             data.other_kinds.pop(kind, None)
     colours = plots.defence_colours(data.defences, data.baseline)
     victim = as_dict(summary.get("victim"))
+    timings = timing_note(summary)
     return {
         "header": header_context(summary, data),
-        "gates": gates_context(summary.get("gates")),
+        "gates": gates_context(summary.get("gates"), [*as_dict(summary.get("attacks")),
+                                                       *as_dict(summary.get("defences")),
+                                                       *as_dict(summary.get("detectors"))]),
         "has_extraction": not data.agg.empty,
         "summary_table": summary_table(data),
-        "figures": figures(data, colours, victim.get("test_accuracy")),
+        "figures": figures(data, colours, victim.get("test_accuracy"), timings),
+        "timing_note": timings,
         "seconds_table": seconds_table(data),
         "utility": utility_table(data),
         "detection": detection,
@@ -122,7 +133,9 @@ class RunData:
     """results.csv split by kind, with extraction metrics aggregated over seeds."""
 
     def __init__(self, agg: pd.DataFrame, utility: pd.DataFrame, attacks: list[str], defences: list[str],
-                 budgets: list[int], baseline: str | None, other_kinds: dict[str, int]):
+                 budgets: list[int], baseline: str | None, other_kinds: dict[str, int],
+                 test_size: int | None = None):
+        self.test_size = test_size  # n, the test samples fidelity and accuracy are shares of; None if unknown
         self.agg = agg  # columns defence, attack, budget, metric, mean, std, n
         # Tables look cells up one by one: index them once instead of filtering the frame each time.
         self._cells = {(d, a, int(b), m): (float(mean), float(std), int(n)) for d, a, b, m, mean, std, n in
@@ -171,11 +184,16 @@ class RunData:
         attacks = ordered(attack_plugins, ext["attack"])
         budgets = sorted(int(b) for b in ext["budget"].unique())
         return cls(agg, utility, attacks, defences, budgets, find_baseline(defences, defence_plugins),
-                   {str(k) or "(blank)": int(v) for k, v in other.items()})
+                   {str(k) or "(blank)": int(v) for k, v in other.items()}, test_size(summary))
 
     def cell(self, defence: str, attack: str, budget: int | None, metric: str) -> tuple[float, float, int]:
         """(mean, std, seeds) of one cell; NaNs and 0 when it has no result."""
         return self._cells.get((defence, attack, budget, metric), (math.nan, math.nan, 0))
+
+    def estimate(self, defence: str, attack: str, budget: int | None, metric: str) -> "Estimate":
+        """One cell's mean over seeds with its interval (see :func:`estimate`)."""
+        mean, std, seeds = self.cell(defence, attack, budget, metric)
+        return estimate(metric, mean, std, seeds, self.test_size)
 
     def utility_value(self, defence: str, metric: str) -> float:
         rows = self.utility[(self.utility["defence"] == defence) & (self.utility["metric"] == metric)]
@@ -183,6 +201,16 @@ class RunData:
 
     def seed_count(self) -> int:
         return int(self.agg["n"].max()) if len(self.agg) else 0
+
+
+def test_size(summary: Mapping[str, Any]) -> int | None:
+    """n, the number of test samples the extraction metrics were measured on: the runner records it as
+    ``summary["victim"]["test_samples"]`` (after ``evaluation.test_limit``). None when absent or invalid, and
+    the report then shows "n unknown" and no binomial interval."""
+    n = as_dict(summary.get("victim")).get("test_samples")
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n < 1:
+        return None
+    return int(n)
 
 
 def aggregate_over_seeds(ext: pd.DataFrame) -> pd.DataFrame:
@@ -215,6 +243,115 @@ def metric_order(present: Iterable[str], known: list[str]) -> list[str]:
     return [m for m in known if m in present] + sorted(m for m in present if m not in known)
 
 
+# ---------------------------------------------------------------- uncertainty
+
+class Estimate(NamedTuple):
+    """A cell's mean over seeds and its CONFIDENCE interval (``low``/``high`` NaN when none can be given)."""
+
+    mean: float
+    low: float
+    high: float
+    seeds: int
+    method: str  # "wilson" (one seed, binomial over the test set), "t" (over seeds) or "" (no interval)
+
+    @property
+    def has_interval(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+
+def wilson_interval(share: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval of a proportion observed as ``share`` of ``n`` samples.
+
+    Wilson rather than the normal ("Wald") interval because it stays inside [0, 1] and keeps its
+    coverage near 0 and 1, where fidelity often lies. Written out (not ``scipy.stats.binomtest``) because
+    a mean over seeds is not a whole number of successes; for whole numbers both agree (tested)::
+
+        centre = (p + z²/2n) / (1 + z²/n),   half = z / (1 + z²/n) · sqrt(p(1 - p)/n + z²/4n²)
+    """
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = min(max(float(share), 0.0), 1.0)
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def t_half_width(std: float, seeds: int, confidence: float = CONFIDENCE) -> float:
+    """Half-width of the Student-t interval of a mean over ``seeds`` runs whose sample std is ``std``."""
+    return float(stats.t.ppf(0.5 + confidence / 2, seeds - 1)) * std / math.sqrt(seeds)
+
+
+def estimate(metric: str, mean: float, std: float, seeds: int, n: int | None) -> Estimate:
+    """A cell's mean with its interval.
+
+    - One seed, a proportion metric (fidelity, accuracy) and a known test-set size ``n``: the Wilson
+      interval, the uncertainty from measuring on n test samples only.
+    - Several seeds: mean ± the t-interval over seeds. For a proportion it is never narrower than the
+      Wilson interval at the mean, because all seeds share one test set: seeds that happen to agree
+      do not remove the test set's own sampling error.
+    - Otherwise (one seed and n unknown, or a metric that is not a proportion): no interval.
+    """
+    nan = math.nan
+    if not math.isfinite(mean):
+        return Estimate(mean, nan, nan, seeds, "")
+    proportion = metric in PROPORTION_METRICS and n is not None
+    if seeds > 1 and math.isfinite(std):
+        half = t_half_width(std, seeds)
+        if proportion:
+            lo, hi = wilson_interval(mean, n)
+            half = max(half, mean - lo, hi - mean)
+        lo, hi = mean - half, mean + half
+        if metric in PROPORTION_METRICS:  # a share cannot leave [0, 1]
+            lo, hi = max(0.0, lo), min(1.0, hi)
+        return Estimate(mean, lo, hi, seeds, "t")
+    if proportion:
+        return Estimate(mean, *wilson_interval(mean, n), seeds, "wilson")
+    return Estimate(mean, nan, nan, seeds, "")
+
+
+def compare(a: Estimate, b: Estimate) -> str | None:
+    """'lower' or 'higher' when ``a`` differs from ``b`` beyond the uncertainty (their intervals do not
+    overlap), 'tie' when they overlap, None when either has no interval.
+
+    Non-overlapping 95% intervals is a conservative test (stricter than a two-sample test at 5%), the
+    right side to err on before calling a defence effective.
+    """
+    if not (a.has_interval and b.has_interval):
+        return None
+    return "lower" if a.high < b.low else "higher" if a.low > b.high else "tie"
+
+
+def overlap(a: Estimate, b: Estimate) -> bool:
+    """Whether two intervals overlap (a statistical tie); True when either is unknown, since a tie cannot be ruled out."""
+    return not (a.has_interval and b.has_interval) or (a.low <= b.high and b.low <= a.high)
+
+
+def fmt_interval(e: Estimate, digits: int = 3) -> str:
+    """The interval alone: '[0.894, 0.927]' (Wilson), '± 0.254' (over seeds), '' when there is none."""
+    if not e.has_interval:
+        return ""
+    if e.method == "t":
+        return f"± {fmt(max(e.high - e.mean, e.mean - e.low), digits)}"
+    return f"[{fmt(e.low, digits)}, {fmt(e.high, digits)}]"
+
+
+def fmt_estimate(e: Estimate, digits: int = 3) -> str:
+    """'0.912 [0.894, 0.927]', '0.720 ± 0.254', or the mean alone when there is no interval."""
+    return " ".join(t for t in (fmt(e.mean, digits), fmt_interval(e, digits)) if t)
+
+
+def interval_note(test_n: int | None, seeds: int) -> str:
+    """How the report's intervals were computed, for the notes under the tables and figures."""
+    pct = f"{CONFIDENCE:.0%}"
+    n_text = f"n = {test_n:,} test samples" if test_n else "n unknown"
+    if seeds > 1:
+        return (f"Mean ± {pct} t-interval over {seeds} seeds ({n_text}), never narrower than the Wilson "
+                f"interval of the test set{'' if test_n else ' (not applied: n unknown)'}.")
+    if test_n:
+        return f"[low, high]: {pct} Wilson interval of the proportion over {n_text}."
+    return "n unknown (the run did not record the test-set size): no interval can be given."
+
+
 # ---------------------------------------------------------------- formatting
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -227,19 +364,12 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def fmt_metric(metric: str, value: float) -> str:
-    """A metric value in its natural unit: query counts as integers, seconds to 0.1 s, rates to 3 decimals."""
+    """A metric value in its natural unit: query counts as integers, seconds as a duration, rates to 3 decimals."""
     if metric == "queries_used":
         return f"{value:,.0f}" if math.isfinite(value) else DASH
     if metric == SECONDS:
-        return fmt(value, 1)
+        return fmt_duration(value)
     return fmt(value)
-
-
-def fmt_mean_std(mean: float, std: float, n: int, digits: int = 3) -> str:
-    """``mean ± std`` over seeds; the std only when there was more than one seed."""
-    if n > 1 and math.isfinite(std) and math.isfinite(mean):
-        return f"{fmt(mean, digits)} ± {fmt(std, digits)}"
-    return fmt(mean, digits)
 
 
 def fmt_budget(budget: Any) -> str:
@@ -250,13 +380,20 @@ def fmt_budget(budget: Any) -> str:
 
 
 def fmt_duration(seconds: Any) -> str:
-    """Seconds as '2 min 25 s' / '1 h 03 min'."""
+    """Seconds as '< 0.01 s' / '0.31 s' / '4.2 s' / '2 min 25 s' / '1 h 03 min'.
+
+    Sub-second times keep two decimals: '0.0 s' would hide a real, if short, cost.
+    """
     try:
         s = float(seconds)
     except (TypeError, ValueError):
         return DASH
     if not math.isfinite(s):
         return DASH
+    if s < 0.005:
+        return "< 0.01 s"
+    if s < 10:
+        return f"{s:.2f} s"
     if s < 60:
         return f"{s:.1f} s"
     minutes, sec = divmod(int(round(s)), 60)
@@ -294,10 +431,42 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
-def split_id(config_id: str) -> dict[str, str]:
-    """A configuration id ('knockoff:strategy=random') as plugin name and parameters, for display."""
-    name, _, params = str(config_id).partition(":")
-    return {"id": str(config_id), "name": name, "params": params.replace(",", ", ")}
+# A parameter starts after a comma that is followed by 'key=' (a value may itself hold commas: 'a=[1, 2]').
+_PARAM_START = re.compile(r",(?=[A-Za-z_][\w.]*=)")
+_WORD = re.compile(r"[A-Za-z][\w\-]*")
+
+
+def config_parts(config_id: str) -> tuple[str, str]:
+    """The readable parts of a configuration id: (plugin name, parameters) -> ('knockoff', 'adaptive, cert').
+
+    The runner writes ids as ``plugin:key=value,key=value``. A word value speaks for itself and is shown
+    alone ('adaptive'); numbers, flags and lists keep their key ('decimals 1'), since '1' alone says
+    nothing. An id without parameters, or one the scenario named itself ('eqsolve-basis'), is kept whole.
+    """
+    config_id = str(config_id)
+    name, sep, params = config_id.partition(":")
+    if not sep or "=" not in params:
+        return config_id, ""
+    shown = []
+    for item in _PARAM_START.split(params):
+        key, _, value = item.partition("=")
+        is_word = _WORD.fullmatch(value) and value not in ("True", "False", "None")
+        shown.append(value if is_word else f"{key} {value}")
+    return name, ", ".join(shown)
+
+
+def config_label(config_id: str) -> str:
+    """The one readable label of a configuration id, used wherever an id is shown:
+    'knockoff:strategy=adaptive,reward=cert' -> 'knockoff (adaptive, cert)', 'copycat' -> 'copycat'."""
+    name, params = config_parts(config_id)
+    return f"{name} ({params})" if params else name
+
+
+def config(config_id: str) -> dict[str, str]:
+    """A configuration id for the template: its label (as name and parameters) and the raw id, which the
+    page keeps in a title attribute so the exact id stays one hover away."""
+    name, params = config_parts(config_id)
+    return {"id": str(config_id), "label": config_label(config_id), "name": name, "params": params}
 
 
 # ---------------------------------------------------------------- sections
@@ -315,6 +484,7 @@ def header_context(summary: Mapping[str, Any], data: RunData) -> dict[str, Any]:
         ("Attacks × defences", f"{len(data.attacks)} × {len(data.defences)}" if data.attacks else None),
         ("Query budgets", ", ".join(fmt_budget(b) for b in as_list(summary.get("budgets")) or data.budgets) or None),
         ("Seeds", ", ".join(str(s) for s in as_list(summary.get("seeds"))) or None),
+        ("Test samples (n)", f"{data.test_size:,}" if data.test_size else "n unknown"),
         ("Cells done", f"{cells.get('done', DASH)} / {cells.get('total', DASH)}" if cells else None),
         ("Finished", fmt_time(summary.get("finished_at")) if summary.get("finished_at") else None),
         ("Wall time", fmt_duration(summary.get("wall_seconds")) if summary.get("wall_seconds") is not None
@@ -333,46 +503,96 @@ def header_context(summary: Mapping[str, Any], data: RunData) -> dict[str, Any]:
 
 
 def headline(data: RunData) -> str | None:
-    """One sentence on the strongest attack at the largest budget, and how much the best defence helps.
+    """The key finding: how well the strongest attack copies the undefended victim, and what each defence
+    does to *that same attack at the same budget*.
 
-    Defences are compared on their worst case (the attack that copies best against each defence),
-    because an attacker picks the attack that works. In a partial run only attacks measured against
-    every defence are compared, so that a defence does not look better for a missing result.
+    Comparing like with like matters: a defence compared with a different attack, or with another
+    budget, says nothing about the defence. A defence is called effective only when its fidelity lies
+    below the baseline's beyond the uncertainty (non-overlapping intervals, :func:`compare`),
+    and "the most effective" only when it also beats every other defence beyond the uncertainty; ties are
+    named as ties. Only attacks measured against every defence are considered in a partial run.
     """
     top = data.top_budget_of
     measured = [a for a in data.attacks
                 if all(math.isfinite(data.cell(d, a, top(a), FIDELITY)[0]) for d in data.defences)]
-    worst = {}  # defence -> (fidelity of the strongest attack, that attack)
-    for d in data.defences:
-        scores = [(data.cell(d, a, top(a), FIDELITY)[0], a) for a in measured or data.attacks]
-        scores = [s for s in scores if math.isfinite(s[0])]
-        if scores:
-            worst[d] = max(scores)
-    if not worst:
-        return None
     at = data.at_top_budget()
-    base = data.baseline if data.baseline in worst else None
-    defended = {d: v for d, v in worst.items() if d != base}
-    if not defended:
-        f0, a0 = worst[base]
-        return f"{at}, the strongest attack ({a0}) copies the undefended victim with fidelity {fmt(f0)}."
-    best = min(defended, key=lambda d: defended[d][0])
-    f1, a1 = defended[best]
+    base = data.baseline
     if base is None:
-        return f"{at}, the most effective defence, {best}, holds the strongest attack ({a1}) to fidelity {fmt(f1)}."
-    f0, a0 = worst[base]
-    if f1 >= f0:
-        return (f"{at}, no defence lowered the strongest attack's fidelity below the undefended baseline "
-                f"({a0}, fidelity {fmt(f0)}).")
-    cost = data.utility_value(best, "victim_accuracy") - data.utility_value(base, "victim_accuracy")
-    cost_text = f", while honest users' accuracy changes by {cost:+.3f}" if math.isfinite(cost) else ""
-    return (f"{at}, the strongest attack ({a0}) copies the undefended victim with fidelity {fmt(f0)}; the most "
-            f"effective defence, {best}, holds its strongest attack ({a1}) to {fmt(f1)} "
-            f"({f1 - f0:+.3f} vs. baseline){cost_text}.")
+        scored = [(data.cell(d, a, top(a), FIDELITY)[0], a, d) for a in measured for d in data.defences]
+        if not scored:
+            return None
+        f, a, d = max(scored)
+        return (f"{at}, the highest fidelity is {config_label(a)}'s behind {config_label(d)}: "
+                f"{fmt_estimate(data.estimate(d, a, top(a), FIDELITY))}. The run has no undefended baseline "
+                f"(defence 'none'), so no defence can be judged against it.")
+    attacks = measured or [a for a in data.attacks if math.isfinite(data.cell(base, a, top(a), FIDELITY)[0])]
+    if not attacks:
+        return None
+    strongest = max(attacks, key=lambda a: data.cell(base, a, top(a), FIDELITY)[0])
+    budget = top(strongest)
+    ref = data.estimate(base, strongest, budget, FIDELITY)
+    n_text = f"n = {data.test_size:,}" if data.test_size else "n unknown"
+    parts = [f"{at}, the strongest attack, {config_label(strongest)}, copies the undefended victim with "
+             f"fidelity {fmt_estimate(ref)} ({n_text})."]
+    effects = {d: data.estimate(d, strongest, budget, FIDELITY) for d in data.defences
+               if d != base and data.cell(d, strongest, budget, FIDELITY)[2]}
+    if not effects:
+        return parts[0]
+    verdicts = {d: compare(e, ref) for d, e in effects.items()}
+    if all(v is None for v in verdicts.values()):
+        lowest = min(effects, key=lambda d: effects[d].mean)
+        parts.append(f"Against the same attack and budget, {config_label(lowest)} gives the lowest fidelity, "
+                     f"{fmt(effects[lowest].mean)} ({effects[lowest].mean - ref.mean:+.3f}); without the test-set "
+                     f"size (n unknown) no difference can be called significant.")
+        return " ".join(parts)
+    effective = sorted((d for d, v in verdicts.items() if v == "lower"), key=lambda d: effects[d].mean)
+    same = "Against the same attack and budget"
+    if effective:
+        best = effective[0]
+        tied = [best] + [d for d in effective[1:] if overlap(effects[d], effects[best])]
+        cost = data.utility_value(best, "victim_accuracy") - data.utility_value(base, "victim_accuracy")
+        cost_text = f", while honest users' accuracy changes by {cost:+.3f}" if math.isfinite(cost) else ""
+        lowered = f"{fmt_estimate(effects[best])} ({effects[best].mean - ref.mean:+.3f}"
+        if len(tied) > 1:
+            parts.append(f"{same}, {join_labels(tied)} lower fidelity beyond the uncertainty "
+                         f"({'; '.join(f'{config_label(d)} {fmt_estimate(effects[d])}' for d in tied)}); their "
+                         f"intervals overlap, so none is clearly the most effective.")
+        elif not any(overlap(effects[d], effects[best]) for d in effects if d != best):
+            parts.append(f"{same}, the most effective defence, {config_label(best)}, lowers fidelity to "
+                         f"{lowered}, beyond the uncertainty){cost_text}.")
+        else:  # effective, but its interval overlaps a defence that is not: it cannot be ranked above it
+            parts.append(f"{same}, {'only ' if len(effective) == 1 else ''}{config_label(best)} lowers fidelity "
+                         f"beyond the uncertainty, to {lowered}){cost_text}.")
+        others = [d for d in effective if d not in tied]
+        if others:
+            parts.append(f"{join_labels(others)} also lower{'s' if len(others) == 1 else ''} it significantly.")
+    no_effect = [d for d, v in verdicts.items() if v == "tie"]
+    if no_effect:
+        parts.append(f"No significant effect on this attack: {join_labels(no_effect)}.")
+    helped = [d for d, v in verdicts.items() if v == "higher"]
+    if helped:
+        parts.append(f"Fidelity is significantly higher than undefended behind {join_labels(helped)}.")
+    if effective:  # the attacker may switch attacks: say where the leading defence does nothing
+        evaded = [a for a in measured if a != strongest
+                  and compare(data.estimate(effective[0], a, top(a), FIDELITY),
+                              data.estimate(base, a, top(a), FIDELITY)) in ("tie", "higher")]
+        if evaded:
+            parts.append(f"But {config_label(effective[0])} has no significant effect on {join_labels(evaded)}.")
+    return " ".join(parts)
 
 
-def gates_context(gates: Any) -> dict[str, Any] | None:
-    """The expectation gates as table rows, with a pass count; None when the scenario set none."""
+def join_labels(ids: Iterable[str]) -> str:
+    """Readable labels as 'a', 'a and b', 'a, b and c'."""
+    labels = [config_label(i) for i in ids]
+    return " and ".join(labels) if len(labels) < 3 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def gates_context(gates: Any, config_ids: Iterable[str] = ()) -> dict[str, Any] | None:
+    """The expectation gates as table rows, with a pass count; None when the scenario set none.
+
+    The runner's detail text names configurations by id; they are shown by label (:func:`relabel`),
+    and the raw text stays in the cell's title.
+    """
     if not isinstance(gates, list) or not gates:
         return None
     rows = []
@@ -388,35 +608,78 @@ def gates_context(gates: Any) -> dict[str, Any] | None:
         else:
             bounds = str(g.get("metric") or DASH)
         rows.append({"name": g.get("name") or g.get("metric") or "(unnamed gate)", "bounds": bounds,
-                     "passed": bool(g.get("passed")), "detail": g.get("detail") or DASH})
+                     "passed": bool(g.get("passed")), "detail": relabel(str(g.get("detail") or DASH), config_ids),
+                     "raw_detail": str(g.get("detail") or "")})
     passed = sum(r["passed"] for r in rows)
     return {"rows": rows, "passed": passed, "total": len(rows)}
 
 
+def relabel(text: str, config_ids: Iterable[str]) -> str:
+    """``text`` with every configuration id it names replaced by its label (longest ids first, whole ids only)."""
+    ids = sorted({str(i) for i in config_ids if config_label(i) != str(i)}, key=len, reverse=True)
+    if not ids:
+        return text
+    pattern = re.compile(r"(?<![\w:=,.])(" + "|".join(map(re.escape, ids)) + r")(?![\w=])")
+    return pattern.sub(lambda m: config_label(m.group(1)), text)
+
+
 def summary_table(data: RunData) -> dict[str, Any] | None:
-    """Attack × defence at the largest budget: fidelity and thief accuracy; the best defence per attack flagged."""
+    """Attack × defence at each attack's largest budget: fidelity and thief accuracy with their intervals,
+    and each defence's effect against the same attack undefended.
+
+    A cell is flagged as the most effective defence against its attack only when it is significantly
+    below the baseline and its interval overlaps no other defence's: never a tie, never the baseline.
+    """
     if data.top_budget is None:
         return None
     rows = []
     for a in data.attacks:
+        budget = data.top_budget_of(a)
+        ref = data.estimate(data.baseline, a, budget, FIDELITY) if data.baseline else None
+        fids = {d: data.estimate(d, a, budget, FIDELITY) for d in data.defences}
         cells = []
         for d in data.defences:
-            fid = data.cell(d, a, data.top_budget_of(a), FIDELITY)
-            acc = data.cell(d, a, data.top_budget_of(a), ACCURACY)
-            cells.append({"fidelity": fmt_mean_std(*fid), "accuracy": fmt_mean_std(*acc),
-                          "value": fid[0], "best": False, "missing": fid[2] == 0 and acc[2] == 0})
-        finite = [c["value"] for c in cells if math.isfinite(c["value"])]
-        if len(finite) > 1:  # with a single result there is nothing to compare
-            for c in cells:
-                c["best"] = math.isfinite(c["value"]) and math.isclose(c["value"], min(finite), abs_tol=1e-12)
-        rows.append({"attack": split_id(a), "cells": cells, "budget": fmt_budget(data.top_budget_of(a))})
-    return {"budget": data.at_top_budget(), "defences": [split_id(d) for d in data.defences],
-            "baseline": data.baseline, "rows": rows, "seeds": data.seed_count()}
+            fid, acc = fids[d], data.estimate(d, a, budget, ACCURACY)
+            cells.append({"fidelity": fmt(fid.mean), "fidelity_ci": fmt_interval(fid),
+                          "accuracy": fmt_estimate(acc), "effect": effect_text(d, fid, ref, data.baseline),
+                          "best": False, "missing": fid.seeds == 0 and acc.seeds == 0})
+        measured = {d: e for d, e in fids.items() if math.isfinite(e.mean)}
+        candidates = [d for d in measured if d != data.baseline and ref is not None
+                      and compare(measured[d], ref) == "lower"]
+        if candidates:
+            best = min(candidates, key=lambda d: measured[d].mean)
+            if not any(overlap(measured[best], measured[d]) for d in measured if d != best):
+                cells[data.defences.index(best)]["best"] = True
+        rows.append({"attack": config(a), "cells": cells, "budget": fmt_budget(budget)})
+    return {"budget": data.at_top_budget(), "defences": [config(d) for d in data.defences],
+            "baseline": data.baseline, "rows": rows, "seeds": data.seed_count(),
+            "test_size": f"{data.test_size:,}" if data.test_size else None,
+            "interval_note": interval_note(data.test_size, data.seed_count())}
 
 
-def figures(data: RunData, colours: Mapping[str, str], victim_accuracy: Any) -> list[dict[str, str]]:
-    """Budget curves (fidelity, then thief accuracy) and attack wall time, as inline SVG."""
+def effect_text(defence: str, fid: Estimate, ref: Estimate | None, baseline: str | None) -> dict[str, str]:
+    """One summary cell's comparison with the same attack undefended: the change and whether it is
+    beyond the uncertainty ('kind' picks the style: base, sig, ns, unknown)."""
+    if defence == baseline:
+        return {"text": "baseline", "kind": "base"}
+    if ref is None or not (math.isfinite(fid.mean) and math.isfinite(ref.mean)):
+        return {"text": "", "kind": "unknown"}
+    delta = f"{fid.mean - ref.mean:+.3f} vs baseline"
+    verdict = compare(fid, ref)
+    if verdict is None:
+        return {"text": f"{delta} (uncertainty unknown)", "kind": "unknown"}
+    if verdict == "lower":
+        return {"text": f"{delta}, significant", "kind": "sig"}
+    if verdict == "higher":
+        return {"text": f"{delta}, significantly higher", "kind": "ns"}
+    return {"text": f"{delta}: no significant effect", "kind": "ns"}
+
+
+def figures(data: RunData, colours: Mapping[str, str], victim_accuracy: Any,
+            timing_note: str) -> list[dict[str, str]]:
+    """Budget curves (fidelity, then thief accuracy) with their interval bands, and attack wall time, as inline SVG."""
     out = []
+    labels = {i: config_label(i) for i in data.attacks + data.defences}
     specs = [(FIDELITY, "fidelity", "Fidelity: agreement with the victim's labels on the test set", None, ""),
              (ACCURACY, "thief accuracy", "Thief accuracy on the test set's true labels",
               victim_accuracy, "victim (undefended)")]
@@ -424,27 +687,31 @@ def figures(data: RunData, colours: Mapping[str, str], victim_accuracy: Any) -> 
         curves = budget_curves(data, metric)
         if curves:
             ref_value = float(ref) if isinstance(ref, (int, float)) else None
-            out.append({"caption": caption, "svg": plots.budget_curves_svg(
-                curves, metric_label=label, colours=colours, baseline=data.baseline,
+            out.append({"caption": caption, "note": "", "svg": plots.budget_curves_svg(
+                curves, metric_label=label, colours=colours, baseline=data.baseline, labels=labels,
                 reference=ref_value, reference_label=ref_label, prefix=f"fig-{metric}")})
     seconds = seconds_by_attack(data)
     if seconds:
         at = data.at_top_budget()
         out.append({"caption": f"Attack wall time, {at[0].lower()}{at[1:]} (thief training included), mean over seeds",
+                    "note": timing_note,
                     "svg": plots.attack_time_svg(seconds, colours=colours, budget_label=at[0].lower() + at[1:],
-                                                 prefix="fig-time")})
+                                                 labels=labels, prefix="fig-time")})
     return out
 
 
-def budget_curves(data: RunData, metric: str) -> dict[str, dict[str, list[tuple[float, float, float]]]]:
-    """curves[attack][defence] = [(budget, mean, std), ...] for ``metric``; empty when it was not measured."""
+def budget_curves(data: RunData, metric: str) -> dict[str, dict[str, list[tuple[float, float, float, float]]]]:
+    """curves[attack][defence] = [(budget, mean, low, high), ...] for ``metric`` (low/high: the cell's
+    interval, NaN when it has none); empty when the metric was not measured."""
     rows = data.agg[data.agg["metric"] == metric]
     curves: dict[str, dict[str, list]] = {}
     for a in data.attacks:
         for d in data.defences:
-            sel = rows[(rows["attack"] == a) & (rows["defence"] == d)].sort_values("budget")
-            points = [(float(b), float(m), float(s) if n > 1 else math.nan)
-                      for b, m, s, n in zip(sel["budget"], sel["mean"], sel["std"], sel["n"])]
+            sel = rows[(rows["attack"] == a) & (rows["defence"] == d)]
+            points = []
+            for b in sorted(int(b) for b in sel["budget"]):
+                e = data.estimate(d, a, b, metric)
+                points.append((float(b), e.mean, e.low, e.high))
             if points:
                 curves.setdefault(a, {})[d] = points
     return curves
@@ -466,9 +733,17 @@ def seconds_table(data: RunData) -> dict[str, Any] | None:
     seconds = seconds_by_attack(data)
     if not seconds:
         return None
-    return {"defences": [split_id(d) for d in data.defences],
-            "rows": [{"attack": split_id(a), "cells": [fmt(seconds[a].get(d), 1) for d in data.defences]}
+    return {"defences": [config(d) for d in data.defences],
+            "rows": [{"attack": config(a), "cells": [fmt_duration(seconds[a].get(d)) for d in data.defences]}
                      for a in seconds]}
+
+
+def timing_note(summary: Mapping[str, Any]) -> str:
+    """The caveat every timing carries, naming the machine when the summary recorded it."""
+    platform = as_dict(summary.get("platform"))
+    cpus = platform.get("cpus") or platform.get("cpu_count")
+    machine = ", ".join(str(v) for v in (platform.get("system"), f"{cpus} CPUs" if cpus else None) if v)
+    return TIMING_NOTE + (f" Measured on: {machine}." if machine else "")
 
 
 def utility_table(data: RunData) -> dict[str, Any] | None:
@@ -485,14 +760,16 @@ def utility_table(data: RunData) -> dict[str, Any] | None:
             continue
         # The baseline's own change is zero by definition: show a dash rather than a meaningless +0.000.
         delta = data.utility_value(d, "victim_accuracy") - base_acc if show_delta and d != data.baseline else math.nan
-        rows.append({"defence": split_id(d), "baseline": d == data.baseline,
+        rows.append({"defence": config(d), "baseline": d == data.baseline,
                      "cells": [fmt_metric(m, v) for m, v in zip(metrics, values)],
                      "delta": f"{delta:+.3f}" if math.isfinite(delta) else DASH})
-    return {"columns": [column(m) for m in metrics], "rows": rows, "show_delta": show_delta}
+    return {"columns": [column(m) for m in metrics], "rows": rows, "show_delta": show_delta,
+            "has_timing": any(m.startswith("latency") for m in metrics)}
 
 
 def full_table(data: RunData) -> dict[str, Any] | None:
-    """Every extraction metric, mean over seeds, per defence × attack × budget."""
+    """Every extraction metric, mean over seeds, per defence × attack × budget; fidelity and accuracy
+    with their intervals."""
     if data.agg.empty:
         return None
     metrics = data.extraction_metrics
@@ -503,10 +780,13 @@ def full_table(data: RunData) -> dict[str, Any] | None:
                 cells = [data.cell(d, a, b, m) for m in metrics]
                 if all(n == 0 for _, _, n in cells):
                     continue
-                rows.append({"defence": split_id(d), "attack": split_id(a), "budget": fmt_budget(b),
+                rows.append({"defence": config(d), "attack": config(a), "budget": fmt_budget(b),
                              "seeds": max(n for _, _, n in cells),
-                             "cells": [fmt_metric(m, mean) for m, (mean, _, _) in zip(metrics, cells)]})
-    return {"columns": [column(m) for m in metrics], "rows": rows}
+                             "cells": [{"text": fmt(mean), "ci": fmt_interval(data.estimate(d, a, b, m))}
+                                       if m in PROPORTION_METRICS else {"text": fmt_metric(m, mean), "ci": ""}
+                                       for m, (mean, _, _) in zip(metrics, cells)]})
+    return {"columns": [column(m) for m in metrics], "rows": rows,
+            "interval_note": interval_note(data.test_size, data.seed_count())}
 
 
 def column(metric: str) -> dict[str, str]:
@@ -525,8 +805,10 @@ def metric_description(name: str) -> str:
         return ""
 
 
-def glossary(metrics: list[str]) -> list[dict[str, str]]:
-    return [c for c in (column(m) for m in metrics) if c["description"]]
+def glossary(metrics: Iterable[str]) -> list[dict[str, str]]:
+    """Each metric's description, once: service metrics (answered share, latency) are reported both per
+    attack and for honest users, and so arrive twice."""
+    return [c for c in (column(m) for m in dict.fromkeys(metrics)) if c["description"]]
 
 
 # ---------------------------------------------------------------- detection track
@@ -587,6 +869,18 @@ class DetectionData:
         return any(d == detector and base_metric(m) == metric_base for d, _, _, m in self.cells)
 
 
+#: shown next to an AUROC below 50%
+INVERTED_NOTE = "below chance: inverted"
+INVERTED_TITLE = ("An AUROC below 50% means the detector ranks this attack's queries as more benign than honest "
+                  "ones: its score points the wrong way for this attack.")
+
+
+def detection_cell(metric: str, value: float) -> dict[str, str]:
+    """A detection metric in percent, with the inverted-ranking note for an AUROC below 50%."""
+    inverted = base_metric(metric) == "auroc" and math.isfinite(value) and value < 0.5
+    return {"text": fmt_pct(value), "note": INVERTED_NOTE if inverted else ""}
+
+
 def fmt_pct(value: float, digits: int = 1) -> str:
     """A rate as a percentage without the sign ('93.4'); a dash for NaN."""
     return fmt(100.0 * value, digits) if isinstance(value, (int, float)) and math.isfinite(value) else DASH
@@ -628,6 +922,7 @@ def detection_context(det: DetectionData, summary: Mapping[str, Any],
         "comparison": [comparison_table(det, scored, b, f"at {fmt_budget(b)} attack queries") for b in det.budgets
                        if any(math.isfinite(det.value(d, a, b, "auroc")) for d in scored for a in det.attacks)],
         "cost": cost_table(det, info),
+        "signals": signals_table(info),
         "ratios": ratio_table(det, scored, top, spec.get("malicious_ratio")),
         "ablation": comparison_table(det, same, top, "", labels={d: SAME_PLUGINS[info[d]["plugin"]] for d in same})
         if len(same) >= 2 else None,
@@ -663,25 +958,25 @@ def stealth_context(det: DetectionData, data: "RunData", summary: Mapping[str, A
                 aurocs = [det.value(d, a, b, "auroc") for d in shown]
                 if not fid[2] or not any(math.isfinite(v) for v in aurocs):
                     continue
-                rows.append({"family": family, "attack": a, "budget": fmt_budget(b), "fidelity": fmt(fid[0]),
-                             "aurocs": [fmt_pct(v) for v in aurocs], "values": (fid[0], aurocs)})
+                rows.append({"family": family, "attack": config(a), "budget": fmt_budget(b), "fidelity": fmt(fid[0]),
+                             "aurocs": [detection_cell("auroc", v) for v in aurocs], "values": (fid[0], aurocs)})
                 for d, v in zip(shown, aurocs):
                     if math.isfinite(v):
-                        points[d].setdefault(f"{family} @ {fmt_budget(b)}", []).append((v, fid[0], a))
+                        points[d].setdefault(f"{family} @ {fmt_budget(b)}", []).append((v, fid[0], config_label(a)))
     if not rows:
         return None
     best = []
     for j, d in enumerate(shown):
-        under = [(r["values"][0], r["attack"], r["budget"]) for r in rows
+        under = [(r["values"][0], r["attack"]["label"], r["budget"]) for r in rows
                  if math.isfinite(r["values"][1][j]) and r["values"][1][j] < STEALTH_AUROC]
         top = max(under) if under else None
-        best.append({"detector": d, "text": (f"{fmt(top[0])} ({top[1]}, {top[2]} queries)" if top
+        best.append({"detector": config(d), "text": (f"{fmt(top[0])} ({top[1]}, {top[2]} queries)" if top
                                              else f"no attack stays below {fmt_pct(STEALTH_AUROC, 0)}% AUROC")})
     for r in rows:
         r.pop("values")
-    return {"detectors": shown, "defence": baseline, "rows": rows, "best": best,
+    return {"detectors": [config(d) for d in shown], "defence": config(baseline), "rows": rows, "best": best,
             "threshold": fmt_pct(STEALTH_AUROC, 0),
-            "figure": plots.stealth_svg(points, prefix="stealth")}
+            "figure": plots.stealth_svg(points, labels={d: config_label(d) for d in shown}, prefix="stealth")}
 
 
 def detection_setup(spec: Mapping[str, Any], det: DetectionData) -> list[tuple[str, str]]:
@@ -724,7 +1019,8 @@ def roc_figure(det: DetectionData, detectors: list[str], scores: Mapping, budget
             curves.setdefault(a, {})[d] = (np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float))
     if not curves:
         return None
-    return plots.roc_curves_svg(curves, colours=colours, prefix="fig-roc")
+    labels = {i: config_label(i) for i in list(curves) + detectors}
+    return plots.roc_curves_svg(curves, colours=colours, labels=labels, prefix="fig-roc")
 
 
 def comparison_table(det: DetectionData, detectors: list[str], budget: int | None, title: str,
@@ -746,10 +1042,10 @@ def comparison_table(det: DetectionData, detectors: list[str], budget: int | Non
         cells = []
         for a, m, _ in columns:
             v = det.value(d, a, budget, m)
-            cells.append({"text": fmt_pct(v), "best": (a, m) in best and math.isfinite(v)
+            cells.append({**detection_cell(m, v), "best": (a, m) in best and math.isfinite(v)
                           and math.isclose(v, best[(a, m)], abs_tol=1e-12)})
-        rows.append({"detector": split_id(d), "label": (labels or {}).get(d, ""), "cells": cells})
-    return {"title": title, "budget": fmt_budget(budget), "attacks": [split_id(a) for a in attacks],
+        rows.append({"detector": config(d), "label": (labels or {}).get(d, ""), "cells": cells})
+    return {"title": title, "budget": fmt_budget(budget), "attacks": [config(a) for a in attacks],
             "metrics": [label for _, label, _ in DETECTION_COLUMNS], "rows": rows}
 
 
@@ -762,7 +1058,7 @@ def cost_table(det: DetectionData, info: Mapping[str, Any]) -> dict[str, Any] | 
     for d in detectors:
         c, meta = det.cost[d], as_dict(info.get(d))
         fit = c.get("fit_seconds", math.nan)
-        rows.append({"detector": split_id(d), "plugin": meta.get("plugin") or "",
+        rows.append({"detector": config(d), "plugin": meta.get("plugin") or "",
                      "fit": fmt_duration(fit) if math.isfinite(fit) else DASH,
                      "from_cache": bool(meta.get("from_cache")),
                      "score_ms": fmt(c.get("score_ms_per_query"), 4),
@@ -774,6 +1070,29 @@ def cost_table(det: DetectionData, info: Mapping[str, Any]) -> dict[str, Any] | 
                      "per_client": bool(meta.get("per_client"))})
     return {"rows": rows, "any_replaces": any(r["replaces_victim"] for r in rows),
             "any_cached": any(r["from_cache"] for r in rows)}
+
+
+def signals_table(info: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The signals each fusion detector actually combined, and those it left out.
+
+    Fusion drops a default signal it cannot compute for the victim (``feature_knn`` without an
+    ``nn.Linear`` head, ``energy`` without logits), so the scenario alone does not say what was used.
+    The run records it per detector in ``summary["detectors"][id]``: ``signals`` (the names used, in
+    order) and optionally ``signals_dropped`` (``{name: reason}``, or a list of names). A fusion
+    detector without ``signals`` is shown as "not recorded" rather than guessed from the scenario.
+    """
+    rows = []
+    for d, meta in info.items():
+        meta = as_dict(meta)
+        if meta.get("plugin") != "fusion" and "signals" not in meta:
+            continue
+        used = [str(x) for x in as_list(meta.get("signals"))]
+        dropped = meta.get("signals_dropped")
+        dropped = ([f"{k} ({v})" if v else str(k) for k, v in dropped.items()] if isinstance(dropped, dict)
+                   else [str(x) for x in as_list(dropped)])
+        rows.append({"detector": config(d), "used": ", ".join(used) if used else None,
+                     "dropped": ", ".join(dropped)})
+    return rows or None
 
 
 def ratio_table(det: DetectionData, detectors: list[str], budget: int | None,
@@ -792,10 +1111,11 @@ def ratio_table(det: DetectionData, detectors: list[str], budget: int | None,
     rows = []
     for d in detectors:
         for a in det.attacks:
-            cells = [fmt_pct(det.value(d, a, budget, f"{m}{keys[r]}")) for r in ratios for m in ("auroc", "aupr")]
-            if all(c == DASH for c in cells):
+            cells = [detection_cell(m, det.value(d, a, budget, f"{m}{keys[r]}")) for r in ratios
+                     for m in ("auroc", "aupr")]
+            if all(c["text"] == DASH for c in cells):
                 continue
-            rows.append({"detector": split_id(d), "attack": split_id(a), "cells": cells})
+            rows.append({"detector": config(d), "attack": config(a), "cells": cells})
     return {"ratios": [fmt_ratio(r) for r in ratios], "budget": fmt_budget(budget), "rows": rows} if rows else None
 
 
@@ -829,7 +1149,7 @@ def per_client_table(det: DetectionData, detectors: list[str]) -> dict[str, Any]
                 benign = det.value(d, a, b, "benign_flagged")
                 if all(not math.isfinite(v) for v in flagged + queries + [benign]):
                     continue
-                rows.append({"detector": split_id(d), "attack": split_id(a), "budget": fmt_budget(b),
+                rows.append({"detector": config(d), "attack": config(a), "budget": fmt_budget(b),
                              "benign": DASH if not math.isfinite(benign) else ("yes" if benign > 0 else "no"),
                              "benign_bad": math.isfinite(benign) and benign > 0,
                              "cells": [(fmt_pct(f, 0), f"{q:,.0f}" if math.isfinite(q) else
@@ -848,8 +1168,8 @@ def all_detection_metrics(det: DetectionData, detectors: list[str]) -> dict[str,
             for b in det.budgets:
                 values = [det.value(d, a, b, m) for m, _, _ in DETECTION_ALL]
                 if any(math.isfinite(v) for v in values):
-                    rows.append({"detector": split_id(d), "attack": split_id(a), "budget": fmt_budget(b),
-                                 "cells": [fmt_pct(v) for v in values]})
+                    rows.append({"detector": config(d), "attack": config(a), "budget": fmt_budget(b),
+                                 "cells": [detection_cell(m, v) for (m, _, _), v in zip(DETECTION_ALL, values)]})
     return {"columns": [label for _, label, _ in DETECTION_ALL], "rows": rows} if rows else None
 
 
@@ -873,12 +1193,12 @@ def active_defences_table(data: RunData, summary: Mapping[str, Any]) -> dict[str
         per_attack = []
         for a in attacks:
             top = data.top_budget_of(a)
-            share, lat, fid = (data.cell(d, a, top, m) for m in ("answered_share", "latency_mean_ms", FIDELITY))
-            per_attack.append([fmt_pct(share[0]), fmt_ms(lat[0]), fmt_mean_std(*fid)])
-        rows.append({"defence": split_id(d), "plugin": plugins.get(d, ""), "baseline": d == data.baseline,
+            share, lat = (data.cell(d, a, top, m)[0] for m in ("answered_share", "latency_mean_ms"))
+            per_attack.append([fmt_pct(share), fmt_ms(lat), fmt_estimate(data.estimate(d, a, top, FIDELITY))])
+        rows.append({"defence": config(d), "plugin": plugins.get(d, ""), "baseline": d == data.baseline,
                      "active": plugins.get(d) in ACTIVE_PLUGINS,
                      "honest": [fmt_pct(honest[0]), fmt_ms(honest[1]), fmt_ms(honest[2])], "attacks": per_attack})
-    return {"attacks": [dict(split_id(a), budget=fmt_budget(data.top_budget_of(a))) for a in attacks],
+    return {"attacks": [dict(config(a), budget=fmt_budget(data.top_budget_of(a))) for a in attacks],
             "rows": rows}
 
 
@@ -900,7 +1220,7 @@ def provenance(summary: Mapping[str, Any]) -> dict[str, Any]:
         ("data seed", fmt_value(summary.get("data_seed")) if "data_seed" in summary else None),
         ("git revision", summary.get("git_revision") or "not recorded"),
     ]
-    configs = [(kind, config_id, plugin) for kind, key in (("attack", "attacks"), ("defence", "defences"))
+    configs = [(kind, config(config_id), plugin) for kind, key in (("attack", "attacks"), ("defence", "defences"))
                for config_id, plugin in as_dict(summary.get(key)).items()]
     return {
         "run": [(k, v) for k, v in run if v not in (None, "", DASH)],

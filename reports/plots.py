@@ -58,8 +58,8 @@ def plain(text: str) -> str:
 
 
 def wrap_title(text: str, width: int = 34) -> str:
-    """Wrap a long attack id at its parameter separators so subplot titles do not overlap."""
-    return "\n".join(textwrap.wrap(plain(text).replace(",", ", "), width=width)) or " "
+    """Wrap a long label at its spaces (and a raw id at its commas) so subplot titles do not overlap."""
+    return "\n".join(textwrap.wrap(re.sub(r",(?! )", ", ", plain(text)), width=width)) or " "
 
 
 def svg_string(fig: Figure, prefix: str) -> str:
@@ -89,56 +89,74 @@ def _new_figure(n_panels: int, panel_size: tuple[float, float]) -> tuple[Figure,
     return fig, axes[:n_panels]
 
 
-def budget_curves_svg(curves: Mapping[str, Mapping[str, Sequence[tuple[float, float, float]]]],
+def budget_curves_svg(curves: Mapping[str, Mapping[str, Sequence[tuple[float, float, float, float]]]],
                       *, metric_label: str, colours: Mapping[str, str], baseline: str | None,
-                      reference: float | None = None, reference_label: str = "", prefix: str) -> str:
+                      labels: Mapping[str, str] | None = None, reference: float | None = None,
+                      reference_label: str = "", prefix: str) -> str:
     """One panel per attack: ``metric_label`` against the query budget, one line per defence.
 
-    ``curves[attack][defence]`` is a list of ``(budget, mean, std)`` points (std NaN with one seed);
-    a shaded band shows mean ± std over seeds. ``reference`` draws a dotted horizontal line (the
-    victim's own accuracy, for instance).
+    ``curves[attack][defence]`` is a list of ``(budget, mean, low, high)`` points; a shaded band shows
+    the interval [low, high] where it is known (NaN where not). ``labels`` maps ids to the names shown.
+    ``reference`` draws a dotted horizontal line (the victim's own accuracy, for instance).
+
+    Each panel has its own numeric budget axis, ticked at that attack's budgets: attacks may have budgets
+    of their own (Tramèr's d + 1 against Lowd-Meek's hundreds), and ticking every panel with the union
+    would space them as categories. The axis is logarithmic when a panel's budgets span 20× or more.
     """
+    labels = labels or {}
     attacks = list(curves)
     fig, axes = _new_figure(len(attacks), (3.9, 2.9))
-    all_budgets = sorted({b for per_def in curves.values() for pts in per_def.values() for b, _, _ in pts})
-    log_x = len(all_budgets) > 1 and all_budgets[0] > 0 and all_budgets[-1] / all_budgets[0] >= 20
     with matplotlib.rc_context(_RC):
         for ax, attack in zip(axes, attacks):
             for defence, points in curves[attack].items():
-                _draw_curve(ax, points, label=plain(defence), colour=colours.get(defence, PALETTE[-1]),
-                            dashed=defence == baseline)
+                _draw_curve(ax, points, label=plain(labels.get(defence, defence)),
+                            colour=colours.get(defence, PALETTE[-1]), on_top=defence == baseline)
             if reference is not None and np.isfinite(reference):
-                ax.axhline(reference, color="#888888", linestyle=":", linewidth=1.2, label=plain(reference_label))
-            ax.set_title(wrap_title(attack), loc="left")
+                ax.axhline(reference, color="#888888", linestyle=":", linewidth=1.2, label=plain(reference_label),
+                           zorder=1.5)
+            ax.set_title(wrap_title(labels.get(attack, attack)), loc="left")
             ax.set_xlabel("query budget")
             ax.set_ylabel(metric_label)
             ax.set_ylim(-0.02, 1.02)
-            if log_x:
-                ax.set_xscale("log")
-            ax.set_xticks(all_budgets, [f"{b:,.0f}" for b in all_budgets])
-            ax.minorticks_off()
-        handles, labels = axes[0].get_legend_handles_labels() if axes else ([], [])
-        if handles:
-            fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), fontsize=8.5)
+            _budget_axis(ax, sorted({p[0] for pts in curves[attack].values() for p in pts}))
+        _shared_legend(fig, axes, 5)
     return svg_string(fig, prefix)
 
 
-def _draw_curve(ax, points: Sequence[tuple[float, float, float]], *, label: str, colour: str, dashed: bool) -> None:
-    """A mean line with markers and, where there is a spread over seeds, a ± std band."""
+def _budget_axis(ax, budgets: Sequence[float]) -> None:
+    """A numeric x axis ticked at this panel's budgets; logarithmic when they span 20× or more."""
+    if not budgets:
+        return
+    if budgets[0] > 0 and budgets[-1] / budgets[0] >= 20:
+        ax.set_xscale("log")
+    ax.set_xticks(budgets, [f"{b:,.0f}" for b in budgets])
+    ax.minorticks_off()
+    if len(budgets) == 1:  # a single budget: centre it instead of an axis of zero width
+        ax.set_xlim(budgets[0] * 0.5, budgets[0] * 1.5)
+
+
+def _draw_curve(ax, points: Sequence[tuple[float, float, float, float]], *, label: str, colour: str,
+                on_top: bool) -> None:
+    """A mean line with markers and, where the interval is known, a shaded [low, high] band.
+
+    ``on_top`` (the undefended baseline) is drawn dashed and above every other line: it is the
+    reference the others are read against, and defences that change nothing would otherwise cover it.
+    """
     pts = sorted(points)
     x = np.array([p[0] for p in pts], dtype=float)
-    mean = np.array([p[1] for p in pts], dtype=float)
-    std = np.array([p[2] for p in pts], dtype=float)
+    mean, low, high = (np.array([p[i] for p in pts], dtype=float) for i in (1, 2, 3))
     ax.plot(x, mean, color=colour, marker="o", markersize=3.5, linewidth=1.8,
-            linestyle="--" if dashed else "-", label=label)
-    if np.isfinite(std).any():
-        spread = np.nan_to_num(std, nan=0.0)
-        ax.fill_between(x, mean - spread, mean + spread, color=colour, alpha=0.15, linewidth=0)
+            linestyle="--" if on_top else "-", label=label, zorder=4 if on_top else 2)
+    known = np.isfinite(low) & np.isfinite(high)
+    if known.any():
+        ax.fill_between(x, low, high, where=known, color=colour, alpha=0.13, linewidth=0, zorder=1,
+                        interpolate=False)
 
 
 def attack_time_svg(seconds: Mapping[str, Mapping[str, float]], *, colours: Mapping[str, str],
-                    budget_label: str, prefix: str) -> str:
+                    budget_label: str, labels: Mapping[str, str] | None = None, prefix: str) -> str:
     """Grouped horizontal bars: the attack's wall time (thief training included) per attack and defence."""
+    labels = labels or {}
     attacks = list(seconds)
     defences = list(dict.fromkeys(d for per_def in seconds.values() for d in per_def))
     height = 0.8 / max(1, len(defences))
@@ -148,8 +166,9 @@ def attack_time_svg(seconds: Mapping[str, Mapping[str, float]], *, colours: Mapp
         for j, defence in enumerate(defences):
             y = [i + (j - (len(defences) - 1) / 2) * height for i in range(len(attacks))]
             values = [seconds[a].get(defence, float("nan")) for a in attacks]
-            ax.barh(y, values, height=height * 0.9, color=colours.get(defence, PALETTE[-1]), label=plain(defence))
-        ax.set_yticks(range(len(attacks)), [wrap_title(a, 40) for a in attacks])
+            ax.barh(y, values, height=height * 0.9, color=colours.get(defence, PALETTE[-1]),
+                    label=plain(labels.get(defence, defence)))
+        ax.set_yticks(range(len(attacks)), [wrap_title(labels.get(a, a), 40) for a in attacks])
         ax.invert_yaxis()  # first attack on top, as in the tables
         ax.set_xlabel(f"attack wall time {budget_label} (s)")
         ax.grid(axis="y", visible=False)
@@ -159,11 +178,13 @@ def attack_time_svg(seconds: Mapping[str, Mapping[str, float]], *, colours: Mapp
 
 
 def roc_curves_svg(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]], *,
-                   colours: Mapping[str, str], prefix: str) -> str:
+                   colours: Mapping[str, str], labels: Mapping[str, str] | None = None, prefix: str) -> str:
     """One panel per attack: the ROC curve (false- vs true-positive rate) of each detector.
 
     ``curves[attack][detector]`` is ``(fpr, tpr)``; the dotted diagonal is a detector that guesses.
+    ``labels`` maps ids to the names shown.
     """
+    labels = labels or {}
     attacks = list(curves)
     fig, axes = _new_figure(len(attacks), (3.3, 3.0))
     with matplotlib.rc_context(_RC):
@@ -171,8 +192,8 @@ def roc_curves_svg(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequ
             ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1.0, label="chance")
             for detector, (fpr, tpr) in curves[attack].items():
                 ax.plot(np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float), linewidth=1.7,
-                        color=colours.get(detector, PALETTE[-1]), label=plain(detector))
-            ax.set_title(wrap_title(attack), loc="left")
+                        color=colours.get(detector, PALETTE[-1]), label=plain(labels.get(detector, detector)))
+            ax.set_title(wrap_title(labels.get(attack, attack)), loc="left")
             ax.set_xlabel("false-positive rate (benign flagged)")
             ax.set_ylabel("true-positive rate (attack caught)")
             ax.set_xlim(-0.01, 1.01)
@@ -182,9 +203,12 @@ def roc_curves_svg(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequ
     return svg_string(fig, prefix)
 
 
-def stealth_svg(points: Mapping[str, Mapping[str, Sequence[tuple[float, float, str]]]], *, prefix: str) -> str:
+def stealth_svg(points: Mapping[str, Mapping[str, Sequence[tuple[float, float, str]]]], *,
+                labels: Mapping[str, str] | None = None, prefix: str) -> str:
     """One panel per detector: each attack family's (detection AUROC, copy fidelity) points, joined in
-    order of AUROC and labelled with the attack id — the adaptive attacker's stealth / quality curve."""
+    order of AUROC and labelled with the attack's name — the adaptive attacker's stealth / quality curve.
+    ``labels`` maps detector ids to the names shown."""
+    labels = labels or {}
     detectors = [d for d in points if points[d]]
     fig, axes = _new_figure(max(1, len(detectors)), (4.2, 3.3))
     with matplotlib.rc_context(_RC):
@@ -199,7 +223,7 @@ def stealth_svg(points: Mapping[str, Mapping[str, Sequence[tuple[float, float, s
                     ax.annotate(plain(name), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7,
                                 color=colour)
             ax.axvline(70, color="#999999", linestyle=":", linewidth=1.0)
-            ax.set_title(wrap_title(f"detected by {detector}"), loc="left")
+            ax.set_title(wrap_title(f"detected by {labels.get(detector, detector)}"), loc="left")
             ax.set_xlabel("detection AUROC (%)")
             ax.set_ylabel("copy fidelity")
             ax.set_xlim(40, 101)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+from html import unescape
 from pathlib import Path
 
 import pytest
 
 from stealcheck.cli import main
 from stealcheck.reports import build_report
-from stealcheck.reports.html import fmt, fmt_mean_std
+from stealcheck.reports.html import estimate, fmt, fmt_duration, fmt_estimate
 from stealcheck.results import ResultsStore, write_summary
 
 DEFENCES = {"none": "none", "rounded:decimals=1": "rounded"}
@@ -93,6 +94,23 @@ def run_dir(tmp_path: Path) -> Path:
     return run
 
 
+T1 = 12.706204736  # scipy.stats.t.ppf(0.975, 1): the 95% t quantile with two seeds
+
+
+def key_finding(html: str) -> str:
+    """The headline's text, markup removed and entities decoded."""
+    match = re.search(r'<div class="label">Key finding</div><p>(.*?)</p>', html, re.S)
+    assert match, "no key finding"
+    return unescape(match.group(1))
+
+
+def visible_text(html: str) -> str:
+    """The page's text as a reader sees it: tags (and their attributes) removed, whitespace collapsed."""
+    html = re.sub(r"<svg.*?</svg>", " ", html, flags=re.S)
+    html = re.sub(r"<style>.*?</style>", " ", html, flags=re.S)
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", "", html)))
+
+
 def external_references(html: str) -> list[str]:
     """Every URL left once the SVG namespace declarations (which are names, not fetched) are removed."""
     stripped = re.sub(r'xmlns(:\w+)?="http://www\.w3\.org/[^"]*"', "", html)
@@ -105,11 +123,17 @@ def test_report_contents(run_dir: Path):
     html = path.read_text(encoding="utf-8")
 
     assert "Unit-test run" in html
-    assert "0.720 ± 0.028" in html  # copycat vs none at the largest budget, mean ± std over 2 seeds
-    assert f"{(0.45 + 0.49) / 2:.3f} ± {math.sqrt(2) * 0.02:.3f}" in html  # knockoff vs rounded: the best cell
+    # copycat vs none at the largest budget: mean ± the 95% t-interval over 2 seeds (n unknown: t alone),
+    # t(0.975, 1) · std / sqrt(2) = 12.706 · 0.028 / 1.414
+    half = T1 * (0.04 / math.sqrt(2)) / math.sqrt(2)  # sample std of 0.70 and 0.74 is 0.04 / sqrt(2)
+    assert f'<span class="fid">0.720</span> <span class="ci">± {half:.3f}</span>' in html
     assert "<svg" in html
-    # Headline: copycat is the strongest attack against both defences; rounding lowers it by 0.040.
-    assert "the most effective defence, rounded:decimals=1, holds its strongest attack (copycat) to 0.680" in html
+    # Headline: copycat is the strongest attack; rounding lowers it by 0.040, well inside the uncertainty
+    # of two seeds, so it is a tie, not "the most effective defence".
+    headline = key_finding(html)
+    assert "the strongest attack, copycat, copies the undefended victim with fidelity 0.720 ±" in headline
+    assert "No significant effect on this attack: rounded (decimals 1)." in headline
+    assert "most effective" not in headline
     assert "FAIL" in html and "PASS" in html
     assert "rounding stops knockoff" in html
     assert "0.971" in html  # victim accuracy under rounding (utility table)
@@ -175,9 +199,10 @@ def test_number_formatting():
     assert fmt(float("nan")) == "–"
     assert fmt(None) == "–"
     assert fmt(0.12345) == "0.123"
-    assert fmt_mean_std(0.5, float("nan"), 1) == "0.500"
-    assert fmt_mean_std(0.5, 0.01, 1) == "0.500"  # one seed: no spread to show
-    assert fmt_mean_std(0.5, 0.01, 2) == "0.500 ± 0.010"
+    assert fmt_estimate(estimate("fidelity", 0.5, float("nan"), 1, None)) == "0.500"  # n unknown: no interval
+    assert fmt_estimate(estimate("r_test", 0.5, float("nan"), 1, 1000)) == "0.500"  # not a proportion
+    # several seeds: mean ± the t-interval (t = 12.706 with 1 degree of freedom)
+    assert fmt_estimate(estimate("kl", 0.5, 0.01, 2, None)) == f"0.500 ± {12.7062 * 0.01 / math.sqrt(2):.3f}"
 
 
 # ---------------------------------------------------------------- detection track and active defences
