@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
 
 COLUMNS = ["kind", "victim", "defence", "attack", "budget", "seed", "metric", "value"]
@@ -67,15 +68,35 @@ class ResultsStore:
         return done
 
     def open_for_resume(self) -> set[str]:
-        """Keep only rows of finished cells; return the finished cells."""
+        """Keep only rows of finished cells; return the finished cells.
+
+        The kept rows are copied as the text they were written with, never parsed into numbers and
+        written back: a budget stays '1000' (not '1000.0'), so a resumed results.csv equals an
+        uninterrupted one byte for byte apart from the timings.
+        """
         done = self.done_cells()
         if self.csv_path.exists():
-            frame = read_results(self.run_dir)
-            keys = [row_cell_key(k, d, a, s) for k, d, a, s in
-                    zip(frame["kind"], frame["defence"], frame["attack"], frame["seed"])]
-            frame = frame[np.array([k in done for k in keys], dtype=bool)]
-            frame.to_csv(self.csv_path, index=False, columns=COLUMNS)
+            kept = [row for row in self._raw_rows() if len(row) == len(COLUMNS)
+                    and row_cell_key(*(row[COLUMNS.index(c)] for c in ("kind", "defence", "attack", "seed"))) in done]
+            tmp = self.csv_path.with_suffix(".csv.tmp")
+            with open(tmp, "w", newline="") as f:  # the same dialect as append(), so the same bytes
+                writer = csv.writer(f)
+                writer.writerow(COLUMNS)
+                writer.writerows(kept)
+            tmp.replace(self.csv_path)
         return done
+
+    def _raw_rows(self) -> list[list[str]]:
+        """results.csv's data rows as strings; a row torn by a hard kill ends the list."""
+        rows: list[list[str]] = []
+        with open(self.csv_path, newline="") as f:
+            reader = csv.reader(f)
+            next(reader, None)  # the header
+            try:
+                rows.extend(reader)  # the rows read before an error stay in the list
+            except csv.Error:
+                pass  # the torn row belongs to an unfinished cell, which is redone anyway
+        return rows
 
     def reset(self) -> None:
         for p in (self.csv_path, self.journal_path):
@@ -107,6 +128,49 @@ def read_results(run_dir: Path) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={"kind": str, "victim": str, "defence": str, "attack": str})
     # A seed written as "" for utility rows; keep seed numeric where present.
     return frame
+
+
+class RunSummary(dict):
+    """summary.json's content; :meth:`save` writes it with the wall time brought up to date.
+
+    A run may take several sessions: one is interrupted or killed, the next resumes it. ``sessions``
+    lists each session's start, wall time and status, and ``wall_seconds`` is their sum. The runner
+    saves the summary after every cell, so a session killed hard (kill -9, a power cut), which never
+    records its end, still counts its time up to its last save; the next session marks it 'killed'.
+    """
+
+    def __init__(self, run_dir: Path, content: dict, previous: dict | None = None,
+                 clock_start: float | None = None):
+        """``previous``: the summary of the session being resumed; ``clock_start``: ``time.monotonic()``
+        when this session began (default: now)."""
+        super().__init__(content)
+        self.run_dir = Path(run_dir)
+        self._clock_start = time.monotonic() if clock_start is None else clock_start
+        started = datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - self._clock_start)
+        self["sessions"] = _earlier_sessions(previous or {}) + [
+            {"started_at": started.isoformat(timespec="seconds"), "wall_seconds": 0.0, "status": "running"}]
+
+    def save(self) -> None:
+        session = self["sessions"][-1]
+        session["wall_seconds"] = round(time.monotonic() - self._clock_start, 2)
+        session["status"] = self.get("status", "running")
+        self["wall_seconds"] = round(sum(s.get("wall_seconds") or 0.0 for s in self["sessions"]), 2)
+        if len(self["sessions"]) > 1:
+            self["wall_seconds_note"] = f"the sum of {len(self['sessions'])} sessions (see sessions)"
+        write_summary(self.run_dir, self)
+
+
+def _earlier_sessions(previous: dict) -> list[dict]:
+    """The sessions recorded in a resumed run's summary, those that never recorded their end marked killed."""
+    sessions = [dict(s) for s in previous.get("sessions") or []]
+    if not sessions and previous.get("started_at"):  # a summary from before sessions were recorded
+        sessions = [{"started_at": previous["started_at"], "wall_seconds": previous.get("wall_seconds") or 0.0,
+                     "status": previous.get("status") or "running"}]
+    for s in sessions:
+        if s.get("status") == "running":
+            s["status"] = "killed"
+            s["note"] = "it ended without recording its end; its time counts up to its last saved progress"
+    return sessions
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
