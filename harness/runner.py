@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import platform
 import shutil
@@ -27,10 +28,10 @@ from .attacks.base import AttackContext
 from .cache import Cache, fingerprint
 from .datasets import DataContext, Dataset
 from .errors import ScenarioError
-from .gates import GateResult, evaluate_gate, format_gate_table, write_junit
+from .gates import GateResult, evaluate_gate, write_junit
 from .metrics import ExtractionEval, UtilityEval
 from .oracle import ClientRecord, Oracle
-from .results import ResultsStore, cell_key, read_results, read_summary, write_summary
+from .results import ResultsStore, RunSummary, cell_key, read_results, read_summary
 from .scenario import Scenario, uses_pool
 from .thief import make_thief
 from . import detection_track as dt
@@ -124,36 +125,215 @@ class _Data:
         return self._loaded[role]
 
 
-def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, resume: bool = False,
-                 quiet: bool = False, fresh: bool = False) -> RunOutcome:
-    """Run ``scenario``; results, summary, log and report go to the run folder."""
+def resolve_run_dir(scenario: Scenario, out_dir: str | Path | None, resume: bool) -> Path:
+    """The run folder (not made here): new or empty, or with ``resume`` an unfinished run's."""
     if resume:
         run_dir = Path(out_dir) if out_dir else latest_unfinished_run(scenario)
         if run_dir is None or not (run_dir / "summary.json").exists():
             raise ScenarioError(f"--resume: no unfinished run of '{scenario.name}' to resume"
                                 + (f" in {out_dir}" if out_dir else f" under {scenario.model.output.dir}/"))
-    else:
-        run_dir = Path(out_dir) if out_dir else default_run_dir(scenario)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ScenarioError(f"run folder {run_dir} exists and is not empty; use --resume to continue it "
-                                "or choose another --out.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "run.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
+        return run_dir
+    run_dir = Path(out_dir) if out_dir else default_run_dir(scenario)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ScenarioError(f"run folder {run_dir} exists and is not empty; use --resume to continue it "
+                            "or choose another --out.")
+    return run_dir
+
+
+def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, resume: bool = False,
+                 quiet: bool = False, fresh: bool = False) -> RunOutcome:
+    """Run ``scenario``; results, summary, log and report go to the run folder.
+
+    Whatever can reject the user's input (reading the data sets, building or loading the victim,
+    checking shapes and sizes) runs before the run folder is made, so invalid input leaves no
+    half-made folder behind; what is logged meanwhile is held and written to run.log once the folder
+    exists. A ScenarioError that can only come later (e.g. while fitting detectors) removes the new
+    folder again, as long as no cell has finished. A resumed folder is never removed.
+    """
+    clock_start = time.monotonic()  # the session's wall time includes preparing the victim
+    run_dir = resolve_run_dir(scenario, out_dir, resume)
+    held = logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1)  # flushed by hand
+    log.addHandler(held)
     log.setLevel(logging.INFO)
+    handler: logging.Handler | None = None
+    made: list[Path] | None = None  # the folders this session made, once it made the run folder
     try:
-        return _run(scenario, run_dir, resume, quiet, fresh)
+        prepared = _prepare(scenario, quiet, fresh)
+        made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(run_dir / "run.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        held.setTarget(handler)
+        held.flush()
+        log.removeHandler(held)
+        log.addHandler(handler)
+        return _run(scenario, prepared, run_dir, resume, quiet, clock_start)
+    except ScenarioError:
+        if made is not None and not resume and not ResultsStore(run_dir).done_cells():
+            _close_log(held, handler)  # run.log is open inside the folder
+            _discard_run_dir(run_dir, made)
+        raise
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        _close_log(held, handler)
 
 
-def _run(scenario: Scenario, run_dir: Path, resume: bool, quiet: bool, fresh: bool) -> RunOutcome:
+def _close_log(*handlers: logging.Handler | None) -> None:
+    for h in handlers:
+        if h is not None:
+            log.removeHandler(h)
+            h.close()
+
+
+def _discard_run_dir(run_dir: Path, made: list[Path]) -> None:
+    """Remove what the run made of its folder: the folder (emptied if it was there before) and new parents."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if run_dir not in made:
+        run_dir.mkdir(parents=True, exist_ok=True)  # an empty --out folder given by the user stays
+    for parent in made:
+        if parent != run_dir:
+            try:
+                parent.rmdir()
+            except OSError:  # not empty: something else lives there
+                break
+
+
+@dataclass
+class _Prepared:
+    """What a run builds from the user's input before its folder exists: data, victim, caches."""
+
+    cache: Cache
+    data: _Data
+    victim: Victim
+    test: Dataset
+    pool: Dataset | None
+    defender: dt.DefenderData | None
+    progress: bool  # inner progress bars (victim, thieves, attacks, detectors): only on a terminal
+
+
+def _prepare(scenario: Scenario, quiet: bool, fresh: bool) -> _Prepared:
+    """Read every data set, build (or load) the victim and check the data against it.
+
+    Everything here may raise ScenarioError on bad input; nothing here writes to the run folder.
+    """
     import torch
 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
+    m = scenario.model
+    progress = show_progress_bars(quiet)
+    cache = Cache(m.output.cache_dir, read=not fresh)
+    victim_info = registry.victims.get(scenario.victim.kind)
+    vparams = scenario.victim.params
+    input_spec = vparams.input
+    base_dir = Path(scenario.source_path).resolve().parent if scenario.source_path else Path.cwd()
+    data_ctx = DataContext(tuple(input_spec.shape), tuple(input_spec.range), m.data_seed, str(base_dir))
+    data = _Data(scenario, data_ctx)
+    vctx = VictimContext(load_data=data, data_fingerprint=data.fingerprint, cache=cache, seed=m.data_seed,
+                         progress=progress, base_dir=base_dir)
+    for role in scenario.data:  # each declared data set, so that a bad file stops the run before training
+        data(role)
+    t0 = time.perf_counter()
+    victim: Victim = victim_info.obj.build(vparams, vctx)
+    log.info("victim ready: %s (%.1fs) %s", victim.description, time.perf_counter() - t0, victim.info)
+
+    test = data("test")
+    if m.evaluation.test_limit:
+        test = test.subset(np.arange(min(len(test), m.evaluation.test_limit)))
+    needs_pool = any(uses_pool(registry.attacks.get(a.plugin), a.params) for a in scenario.attacks)
+    pool = data("attacker") if needs_pool else None
+    for a in scenario.attacks:
+        largest = max(scenario.budgets_of(a))
+        if pool is not None and uses_pool(registry.attacks.get(a.plugin), a.params) and len(pool) < largest:
+            raise ScenarioError(f"the attacker pool holds {len(pool)} samples, fewer than the largest budget "
+                                f"of attack '{a.id}' ({largest}).", path="budgets")
+    if test.y is not None and test.y.max() >= victim.nb_classes:
+        raise ScenarioError(f"test labels go up to {test.y.max()} but the victim has {victim.nb_classes} classes.",
+                            path="data.test")
+    defender = dt.defender_data(scenario, data, data.fingerprint, m.data_seed) if scenario.detectors else None
+    return _Prepared(cache, data, victim, test, pool, defender, progress)
+
+
+def show_progress_bars(quiet: bool) -> bool:
+    """Whether progress bars are drawn: not with --quiet, and only on a terminal (their redraws are
+    carriage returns, which fill a log file with noise)."""
+    return not quiet and _stderr_is_terminal()
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return False
+
+
+def detection_attacks(scenario: Scenario) -> list:
+    """The attacks whose queries the detection track scores."""
+    chosen = scenario.model.detection.attacks
+    return [a for a in scenario.attacks if chosen is None or a.id in chosen]
+
+
+def planned_cells(scenario: Scenario) -> list[str]:
+    """Every cell of a run, as its journal key, in the order the run does them.
+
+    The one definition of what a run counts: the progress output, summary.json's ``cells`` and so the
+    report all count these. Cells: the detectors' costs (when detectors are declared), one utility
+    cell per defence, one extraction cell per seed x defence x attack, one detection cell per scored
+    attack. Because the runner appends each cell's rows as it finishes and a resume keeps exactly
+    the finished cells, which come first in this order, results.csv's rows follow this order too.
+    """
+    m = scenario.model
+    keys = [cell_key("detectors", "")] if scenario.detectors else []
+    keys += [cell_key("utility", d.id) for d in scenario.defences]
+    keys += [cell_key("extraction", d.id, a.id, seed)
+             for seed in m.seeds for d in scenario.defences for a in scenario.attacks]
+    if scenario.detectors:
+        keys += [cell_key("detection", "", a.id, m.seeds[0]) for a in detection_attacks(scenario)]
+    return keys
+
+
+class CellProgress:
+    """Counts finished cells for the progress output and summary.json's ``cells`` alike.
+
+    On a terminal it draws a tqdm bar. When stderr is not a terminal (a log file, CI), it prints one
+    plain line per finished cell instead, with no carriage returns. Cells restored from the journal
+    of a resumed run count as done from the start. ``--quiet`` shows nothing, but still counts.
+    """
+
+    def __init__(self, planned: list[str], done: set[str], summary: dict, quiet: bool):
+        restored = sum(k in done for k in planned)
+        self.total = len(planned)
+        self.counts = summary["cells"] = {"total": self.total, "done": restored, "restored": restored,
+                                          "from_cache": 0}
+        self.lines = not quiet and not _stderr_is_terminal()
+        self.bar = tqdm(total=self.total, initial=restored, desc="cells", unit="cell", disable=quiet or self.lines)
+        self.label, self.t0 = "", time.perf_counter()
+        if self.lines and restored:
+            self._print(f"resuming: {restored} of {self.total} cells were done before")
+
+    def start(self, label: str) -> None:
+        self.label, self.t0 = label, time.perf_counter()
+        self.bar.set_postfix_str(label)
+
+    def finish(self, from_cache: bool = False) -> None:
+        self.counts["done"] += 1
+        self.counts["from_cache"] += int(from_cache)
+        self.bar.update(1)
+        if self.lines:
+            how = "reused from the cache" if from_cache else f"done in {time.perf_counter() - self.t0:.1f} s"
+            self._print(f"[{self.counts['done']}/{self.total}] {self.label}: {how}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+    @staticmethod
+    def _print(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _run(scenario: Scenario, prepared: _Prepared, run_dir: Path, resume: bool, quiet: bool,
+         clock_start: float) -> RunOutcome:
+    import torch
+
     m = scenario.model
     store = ResultsStore(run_dir)
     previous = read_summary(run_dir) if resume else {}
@@ -163,8 +343,7 @@ def _run(scenario: Scenario, run_dir: Path, resume: bool, quiet: bool, fresh: bo
         if scenario.source_path:
             shutil.copyfile(scenario.source_path, run_dir / "scenario.yaml")
     (run_dir / "scenario.resolved.yaml").write_text(yaml.safe_dump(scenario.resolved_dict(), sort_keys=False))
-    started = time.time()
-    summary: dict[str, Any] = {
+    summary = RunSummary(run_dir, {
         "stealcheck_version": package_versions()["stealcheck"],
         "scenario_name": scenario.name,
         "title": m.output.title or scenario.name,
@@ -191,11 +370,11 @@ def _run(scenario: Scenario, run_dir: Path, resume: bool, quiet: bool, fresh: bo
         "run_dir": str(run_dir),
         "gates": [],
         "cells": {},
-    }
-    write_summary(run_dir, summary)
+    }, previous=previous, clock_start=clock_start)
+    summary.save()
     outcome = RunOutcome(run_dir, "running")
     try:
-        _execute(scenario, run_dir, store, done, summary, quiet, fresh)
+        _execute(scenario, prepared, run_dir, store, done, summary, quiet)
         summary["status"] = "complete"
     except KeyboardInterrupt:
         summary["status"] = "partial"
@@ -212,13 +391,12 @@ def _run(scenario: Scenario, run_dir: Path, resume: bool, quiet: bool, fresh: bo
         raise
     finally:
         summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        summary["wall_seconds"] = round(time.time() - started + float(previous.get("wall_seconds") or 0), 2)
         frame = read_results(run_dir)
         named = {**summary["defences"], **{d.id: d.plugin for d in scenario.detectors}}
         gates = [evaluate_gate(g, frame, summary["attacks"], named,
                                {a.id: scenario.budgets_of(a) for a in scenario.attacks}) for g in m.expect]
         summary["gates"] = [g.to_dict() for g in gates]
-        write_summary(run_dir, summary)
+        summary.save()
         if m.expect:
             write_junit(gates, run_dir / "junit.xml", scenario.name)
         outcome.gates = gates
@@ -232,36 +410,11 @@ def _run(scenario: Scenario, run_dir: Path, resume: bool, quiet: bool, fresh: bo
     return outcome
 
 
-def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[str], summary: dict,
-             quiet: bool, fresh: bool) -> None:
+def _execute(scenario: Scenario, prepared: _Prepared, run_dir: Path, store: ResultsStore, done: set[str],
+             summary: RunSummary, quiet: bool) -> None:
     m = scenario.model
-    progress = not quiet
-    cache = Cache(m.output.cache_dir, read=not fresh)
-    victim_info = registry.victims.get(scenario.victim.kind)
-    vparams = scenario.victim.params
-    input_spec = vparams.input
-    base_dir = Path(scenario.source_path).resolve().parent if scenario.source_path else Path.cwd()
-    data_ctx = DataContext(tuple(input_spec.shape), tuple(input_spec.range), m.data_seed, str(base_dir))
-    data = _Data(scenario, data_ctx)
-    vctx = VictimContext(load_data=data, data_fingerprint=data.fingerprint, cache=cache, seed=m.data_seed,
-                         progress=progress, base_dir=base_dir)
-    t0 = time.perf_counter()
-    victim: Victim = victim_info.obj.build(vparams, vctx)
-    log.info("victim ready: %s (%.1fs) %s", victim.description, time.perf_counter() - t0, victim.info)
-
-    test = data("test")
-    if m.evaluation.test_limit:
-        test = test.subset(np.arange(min(len(test), m.evaluation.test_limit)))
-    needs_pool = any(uses_pool(registry.attacks.get(a.plugin), a.params) for a in scenario.attacks)
-    pool = data("attacker") if needs_pool else None
-    for a in scenario.attacks:
-        largest = max(scenario.budgets_of(a))
-        if pool is not None and uses_pool(registry.attacks.get(a.plugin), a.params) and len(pool) < largest:
-            raise ScenarioError(f"the attacker pool holds {len(pool)} samples, fewer than the largest budget "
-                                f"of attack '{a.id}' ({largest}).", path="budgets")
-    if test.y is not None and test.y.max() >= victim.nb_classes:
-        raise ScenarioError(f"test labels go up to {test.y.max()} but the victim has {victim.nb_classes} classes.",
-                            path="data.test")
+    progress = prepared.progress
+    cache, data, victim, test, pool = prepared.cache, prepared.data, prepared.victim, prepared.test, prepared.pool
     raw_test = victim.predict_proba(test.x)
     rng = np.random.default_rng(m.data_seed + 7919)
     lo, hi = victim.clip_values
@@ -274,7 +427,8 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
                          "output": scenario.victim.output, "test_accuracy": victim_acc,
                          "test_samples": len(test), "pool": pool.name if pool is not None else None,
                          "pool_samples": len(pool) if pool is not None else None, **victim.info}
-    write_summary(run_dir, summary)
+    cells = CellProgress(planned_cells(scenario), done, summary, quiet)
+    summary.save()
     victim_name = victim.description
     thief_arch = m.thief.architecture or victim.thief_architecture
     thief_arch_params = m.thief.arch_params if m.thief.arch_params is not None else (
@@ -290,9 +444,10 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
 
     # Detectors first: active defences are driven by them.
     fitted: dict[str, dt.FittedDetector] = {}
-    defender = None
-    if scenario.detectors:
-        defender = dt.defender_data(scenario, data, data.fingerprint, m.data_seed)
+    defender = prepared.defender
+    if defender is not None:
+        key = cell_key("detectors", "")
+        cells.start("detectors: fit and cost")
         dctx = dt.detector_context(victim, defender, cache, victim_identity, m.data_seed, progress)
         fitted = dt.fit_detectors(scenario, dctx, cache, victim_identity, summary["stealcheck_version"])
         summary["detectors"] = {i: {"plugin": f.ref.plugin, "fit_seconds": f.fit_seconds, "from_cache": f.from_cache,
@@ -302,11 +457,11 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
                                 "benign": defender.evaluation.name, "benign_samples": len(defender.evaluation),
                                 "calibration_samples": len(defender.calibration),
                                 "outliers": defender.outliers.name if defender.outliers is not None else None}
-        key = cell_key("detectors", "")
         if key not in done:
             store.append(dt.detector_rows(fitted, victim, test, defender.evaluation.x[:1000], victim.description))
             store.finish_cell(key)
-        write_summary(run_dir, summary)
+            cells.finish()
+        summary.save()
 
     served: dict[str, list] = {}
     answering: dict[str, Any] = {}
@@ -323,8 +478,6 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
             served[d.id] = info.obj.build(d.params, victim.nb_classes)
     driven = {d.id for d in scenario.defences if registry.defences.get(d.plugin).meta.get("needs_detector")}
 
-    cells = [(seed, d, a) for seed in m.seeds for d in scenario.defences for a in scenario.attacks]
-    summary["cells"] = {"total": len(cells) + len(scenario.defences), "done": 0, "from_cache": 0}
     metric_names = sorted(i.name for i in extraction_metrics)
 
     def cell_fingerprint(seed: int, d, a) -> str | None:
@@ -342,7 +495,6 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
                             "detectors": ([r.to_dict() for r in scenario.detectors],
                                           m.detection.model_dump(mode="json"))
                             if d.id in driven or uses_detectors(a) else None})
-    bar = tqdm(total=len(cells), desc="cells", disable=not progress, unit="cell")
 
     def make_oracle(defence_id: str, budget: int | None) -> Oracle:
         return Oracle(answering[defence_id], victim.input_shape, victim.nb_classes, victim.clip_values,
@@ -354,6 +506,7 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
         key = cell_key("utility", d.id)
         if key in done:
             continue
+        cells.start(f"utility of {d.id}")
         oracle = make_oracle(d.id, None)
         np.random.seed(m.data_seed)  # GaussianNoise samples with np.random
         # Honest users send their queries in small batches, as an application would.
@@ -365,24 +518,22 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
         store.append({"kind": "utility", "victim": victim_name, "defence": d.id, "attack": "", "budget": "",
                       "seed": "", **r} for r in rows)
         store.finish_cell(key)
-        summary["cells"]["done"] += 1
+        cells.finish()
+        summary.save()
 
-    for seed, d, a in cells:
+    for seed, d, a in ((seed, d, a) for seed in m.seeds for d in scenario.defences for a in scenario.attacks):
         key = cell_key("extraction", d.id, a.id, seed)
         if key in done:
-            bar.update(1)
-            summary["cells"]["done"] += 1
             continue
-        bar.set_postfix_str(f"{a.id} vs {d.id} (seed {seed})")
+        cells.start(f"{a.id} x {d.id} seed {seed}")
         cached_key = cell_fingerprint(seed, d, a)
         if cached_key and cache.has("cells", cached_key):
             rows = json.loads((cache.path("cells", cached_key) / "rows.json").read_text())
             store.append(rows)
             store.finish_cell(key)
             log.info("%s vs %s seed %s: results reused from the cache (%s)", a.id, d.id, seed, cached_key)
-            summary["cells"]["done"] += 1
-            summary["cells"]["from_cache"] += 1
-            bar.update(1)
+            cells.finish(from_cache=True)
+            summary.save()
             continue
         cell_rows: list[dict] = []
         budgets = scenario.budgets_of(a)
@@ -420,13 +571,12 @@ def _execute(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[s
             with cache.writer("cells", cached_key) as tmp:
                 (tmp / "rows.json").write_text(json.dumps(cell_rows))
         store.finish_cell(key)
-        summary["cells"]["done"] += 1
-        write_summary(run_dir, summary)
-        bar.update(1)
-    bar.close()
+        cells.finish()
+        summary.save()
     if fitted:
         _detection_phase(scenario, run_dir, store, done, fitted, defender, victim, data, pool, cache,
-                         victim_identity, thief_arch, thief_arch_params, summary, progress)
+                         victim_identity, thief_arch, thief_arch_params, summary, progress, cells)
+    cells.close()
 
 
 HONEST_BATCH = 32
@@ -460,21 +610,21 @@ def attack_pool_size(a, info, pool: Dataset | None, data: "_Data") -> int | None
 def _detection_phase(scenario: Scenario, run_dir: Path, store: ResultsStore, done: set[str],
                      fitted: dict[str, dt.FittedDetector], defender: dt.DefenderData, victim: Victim, data: _Data,
                      pool: Dataset | None, cache: Cache, victim_identity: Any, thief_arch: str,
-                     thief_arch_params: dict, summary: dict, progress: bool) -> None:
+                     thief_arch_params: dict, summary: RunSummary, progress: bool, cells: CellProgress) -> None:
     """Score benign and attack queries with every detector; rows of kind 'detection'."""
     m = scenario.model
     spec = m.detection
     seed = m.seeds[0]
-    attacks = [a for a in scenario.attacks if spec.attacks is None or a.id in spec.attacks]
     scores_dir = run_dir / "detection"
     scores_dir.mkdir(exist_ok=True)
     benign_x = defender.evaluation.x
     benign_scores = {i: np.asarray(f.detector.score(benign_x), dtype=np.float64)
                      for i, f in fitted.items() if not f.per_client}
-    for a in attacks:
+    for a in detection_attacks(scenario):
         key = cell_key("detection", "", a.id, seed)
         if key in done:
             continue
+        cells.start(f"detection: {a.id}")
         info = registry.attacks.get(a.plugin)
         budgets = list(spec.budgets)
         size = attack_pool_size(a, info, pool, data)
@@ -483,7 +633,9 @@ def _detection_phase(scenario: Scenario, run_dir: Path, store: ResultsStore, don
             if budgets != list(spec.budgets):
                 log.warning("detection: attack %s scored at %s only: its pool holds %d samples", a.id,
                             budgets or "no budget", size)
-            if not budgets:
+            if not budgets:  # nothing to score: the cell is done, and journalled so that the counts agree
+                store.finish_cell(key)
+                cells.finish()
                 continue
 
         def make_ctx(oracle: Oracle, budgets: list[int]) -> AttackContext:
@@ -515,4 +667,5 @@ def _detection_phase(scenario: Scenario, run_dir: Path, store: ResultsStore, don
                     log.info("detection: %s vs %s @ %d: AUROC %.4f", det_id, a.id, budget, auroc)
         store.append(rows)
         store.finish_cell(key)
-        write_summary(run_dir, summary)
+        cells.finish()
+        summary.save()
