@@ -220,3 +220,24 @@ def test_input_error_while_resuming_keeps_the_folder(runs, tmp_path):
                          tmp_path / "cache")
     assert code == 2 and (run / "summary.json").is_file()
     assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+
+
+def test_cell_count_with_detectors(tmp_path):
+    """Detector costs and detection cells are cells too, counted once by the progress lines and the summary."""
+    from stealcheck.runner import planned_cells
+    from stealcheck.scenario import build_scenario
+
+    data = tiny_scenario(seeds=[0], budgets=[50], defences=["none"], attacks=["copycat", "knockoff"],
+                         detectors=["msp"], detection={"budgets": [50], "attacks": ["copycat"]},
+                         output={"dir": str(tmp_path / "runs")})
+    assert planned_cells(build_scenario(data)) == [
+        "detectors|||", "utility|none||", "extraction|none|copycat|0", "extraction|none|knockoff|0",
+        "detection||copycat|0"]
+    path = tmp_path / "det.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, _, stderr = cli(["run", str(path), "--out", str(tmp_path / "run")], tmp_path / "cache")
+    assert code == 0, stderr
+    cells = json.loads((tmp_path / "run" / "summary.json").read_text())["cells"]
+    assert cells["total"] == cells["done"] == 5
+    assert [line.split("]")[0] for line in stderr.splitlines() if line.startswith("[")] == \
+        [f"[{i}/5" for i in range(1, 6)]
