@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from stealcheck.registry import victims
+from stealcheck.registry import PARAMS_CONFIG, victims
 from stealcheck.scenario import InputSpec
 
 
@@ -20,14 +20,14 @@ from stealcheck.scenario import InputSpec
 class TrainSpec(BaseModel):
     """How stealcheck trains a victim that has no weights file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     steps: int = Field(800, gt=0, description="optimiser steps")
     batch_size: int = Field(64, gt=0, description="batch size")
     lr: float = Field(3e-3, gt=0, description="peak learning rate (Adam, one-cycle)")
 
 
 class TorchVictimParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     architecture: str = Field("conv3", description="conv3 | mlp | resnet18 | timm:NAME | torchvision:NAME | "
                               "package.module:callable")
     arch_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the architecture")
@@ -55,7 +55,7 @@ TREE_MODELS = ("decision_tree",)
 
 
 class SklearnVictimParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     model: Literal["logistic_regression", "logistic_regression_ovr", "mlp", "decision_tree", "random_forest",
                    "svc"] = Field("logistic_regression", description="model to train from data.victim_train (ignored "
                                   "with path); logistic_regression is multinomial (softmax) for more than two classes, "

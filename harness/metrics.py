@@ -186,6 +186,12 @@ for _name, _doc in (
         ("param_max_abs_error", "Largest absolute difference between extracted and victim parameters "
                                 "(linear victims; softmax parameters centred over classes)"),
         ("param_rel_error", "L2 norm of the parameter error over that of the victim's parameters (linear victims)"),
+        ("solve_residual", "RMS residual of equation solving's logit equations (binary_lr; ~0 when the budget "
+                           "equals the unknowns)"),
+        ("condition_number", "Condition number of equation solving's query matrix [x, 1] (binary_lr; inf when "
+                             "underdetermined)"),
+        ("saturated_share", "Share of equation-solving answers within 1e-12 of 0 or 1, whose logit is lost "
+                            "(binary_lr)"),
         ("direction_cosine", "Cosine between the extracted and the victim's weight vectors (Lowd-Meek)"),
         ("boundary_points", "Decision-boundary points found (Lowd-Meek)"),
         ("leaves_found", "Distinct victim leaves the tree attack reached"),

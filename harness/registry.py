@@ -15,20 +15,35 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import UnionType
-from typing import Any, Callable, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Callable, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from .errors import ScenarioError, did_you_mean
+
+
+#: The configuration of every params model: unknown keys are errors, numbers are what they say
+#: (strict: `true` is not the integer 1, `1.5` is not an int, `"3"` is not a number) and finite
+#: (`.inf` and `.nan` are refused, so no bound or gate can be switched off by a NaN).
+PARAMS_CONFIG = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+def _list_to_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+#: A [low, high] pair written as a YAML list, validated strictly element by element.
+FloatPair = Annotated[tuple[float, float], BeforeValidator(_list_to_tuple)]
 
 
 class NoParams(BaseModel):
     """Params model of a plugin that takes no parameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
 
 
 @dataclass(frozen=True)
@@ -196,8 +211,34 @@ def load_plugins(extra_modules: list[str] | tuple[str, ...] = ()) -> None:
             importlib.import_module(pkg)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             ep.load()
-    for mod in extra_modules:
-        try:
-            importlib.import_module(mod)
-        except ImportError as exc:
-            raise ScenarioError(f"Cannot import plugin module '{mod}': {exc}", path="plugins") from exc
+    for i, mod in enumerate(extra_modules):
+        import_user_module(mod, f"plugins.{i}", "plugin module")
+
+
+def add_import_path(folder: Any) -> None:
+    """Put a scenario's folder first on ``sys.path`` (once), so that its ``plugins:`` modules and
+    ``module:callable`` architectures beside the scenario file import by name."""
+    import sys
+
+    entry = str(folder)
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+
+
+def import_user_module(name: Any, path: str, what: str = "module") -> Any:
+    """Import a module named in a scenario; every failure is a ScenarioError at ``path``.
+
+    The module's own code runs, so any exception it raises is reported (with its type), not only
+    ImportError. Relative names ('.x') are refused: there is no package to be relative to.
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", name):
+        raise ScenarioError(f"{what} names must be dotted Python module names such as 'mypkg.plugins'; "
+                            f"got {name!r}.", path=path)
+    try:
+        return importlib.import_module(name)
+    except ScenarioError:
+        raise
+    except Exception as exc:  # the user's module may raise anything at import time
+        raise ScenarioError(f"cannot import {what} '{name}': {type(exc).__name__}: {exc}. The scenario's folder "
+                            "is on the import path, so a module beside the scenario file can be named directly.",
+                            path=path) from None

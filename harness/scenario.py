@@ -8,25 +8,38 @@ vs budgets) run in :func:`check_scenario`.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, Strict as StrictType, TypeAdapter, ValidationError, field_validator, model_validator
 
 from . import registry
+from .registry import PARAMS_CONFIG, FloatPair
 from .errors import ScenarioError, did_you_mean, short_repr
 from .yamlio import load_yaml
 
 OUTPUT_MODES = ("probabilities", "top_k", "label", "leaf")  # leaf: tree victims, node id + probabilities
 
 
+#: Seeds are numpy seeds: non-negative and below 2**32.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+#: A query budget: at least one query, at most a billion (the oracle's counters and the attacks'
+#: query buffers are sized from it; the memory a budget needs is checked against the machine too).
+MAX_BUDGET = 10**9
+Budget = Annotated[int, StrictType(), Field(gt=0, le=MAX_BUDGET)]
+BUDGET_LIST = TypeAdapter(list[Budget])
+#: Input shapes stealcheck can hold: a dimension of at most 65,536 and 100 million values.
+MAX_INPUT_DIM, MAX_INPUT_SIZE = 65_536, 100_000_000
+
+
 class Strict(BaseModel):
     """Base of every scenario model: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
 
 
 @dataclass(frozen=True)
@@ -112,8 +125,10 @@ def resolve_plugin(reg: registry.Registry, item: Any, path: str) -> PluginRef:
     budgets = None
     if is_attack and isinstance(item, dict) and item.get("budgets") is not None:
         try:
-            budgets = tuple(ScenarioModel._budgets(list(item["budgets"])))
-        except (TypeError, ValueError) as exc:
+            budgets = tuple(ScenarioModel._budgets(BUDGET_LIST.validate_python(item["budgets"])))
+        except ValidationError as exc:
+            raise pydantic_to_scenario_error(exc, None, f"{path}.budgets") from None
+        except ValueError as exc:
             raise ScenarioError(f"{exc}; budgets must be a list of positive, distinct integers.",
                                 path=f"{path}.budgets") from None
     return PluginRef(explicit_id or _auto_id(name, raw), name, params, raw, budgets)
@@ -200,16 +215,20 @@ def _first_model(ann: Any) -> Any:
 class InputSpec(Strict):
     """What the model takes: shape (C,H,W for images, (d,) for tabular), value range, normalisation."""
 
-    shape: list[int] = Field(default_factory=lambda: [1, 28, 28], description="input shape without batch axis")
-    range: tuple[float, float] = Field((0.0, 1.0), description="valid input value range (clip values)")
+    shape: list[int] = Field(default_factory=lambda: [1, 28, 28], min_length=1, max_length=4,
+                             description="input shape without batch axis")
+    range: FloatPair = Field((0.0, 1.0), description="valid input value range (clip values)")
     mean: list[float] | None = Field(None, description="per-channel mean subtracted inside the model")
     std: list[float] | None = Field(None, description="per-channel std divided inside the model")
 
     @field_validator("shape")
     @classmethod
     def _positive_shape(cls, v: list[int]) -> list[int]:
-        if not v or any(d <= 0 for d in v):
-            raise ValueError("every dimension must be a positive integer")
+        if any(d <= 0 for d in v):
+            raise ValueError(f"every dimension must be a positive integer, got {v}")
+        if any(d > MAX_INPUT_DIM for d in v) or math.prod(v) > MAX_INPUT_SIZE:
+            raise ValueError(f"an input of shape {v} is larger than stealcheck handles (at most {MAX_INPUT_DIM:,} "
+                             f"per dimension and {MAX_INPUT_SIZE:,} values in all)")
         return v
 
     @model_validator(mode="after")
@@ -218,6 +237,13 @@ class InputSpec(Strict):
             raise ValueError(f"range must be [low, high] with low < high, got {list(self.range)}")
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError(f"every std must be positive, got {self.std}")
+        channels = self.shape[0]
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and len(values) not in (1, channels):
+                raise ValueError(f"{key} needs one value per channel ({channels}, the first entry of shape) or "
+                                 f"a single value; got {len(values)}")
         return self
 
 
@@ -340,19 +366,19 @@ class DetectionSpec(Strict):
 class ScenarioModel(Strict):
     """The top level of a scenario file (plugin sections are validated by their registries)."""
 
-    name: str = Field(description="scenario name (used in the run folder path)")
+    name: str = Field(max_length=100, description="scenario name (used in the run folder path)")
     description: str = Field("", description="free text shown in the report")
     plugins: list[str] = Field(default_factory=list, description="extra Python modules to import for plugins")
     victim: dict[str, Any] = Field(description="victim section: kind + adapter parameters + output mode")
     data: dict[str, Any] = Field(description="named data sets: victim_train, test, attacker, ...")
-    data_seed: int = Field(0, description="seed of data splits and shuffles (fixed across seeds)")
+    data_seed: Seed = Field(0, description="seed of data splits and shuffles (fixed across seeds)")
     thief: ThiefSpec = Field(default_factory=ThiefSpec)
     defences: list[Any] = Field(default_factory=lambda: ["none"], description="defences to compare")
     attacks: list[Any] = Field(description="attacks to run")
-    budgets: list[int] = Field(description="query budget checkpoints")
+    budgets: list[Budget] = Field(description="query budget checkpoints")
     detectors: list[Any] = Field(default_factory=list, description="query detectors to compare (detection track)")
     detection: DetectionSpec = Field(default_factory=DetectionSpec, description="how detectors are compared")
-    seeds: list[int] = Field(default_factory=lambda: [0], description="attack seeds")
+    seeds: list[Seed] = Field(default_factory=lambda: [0], description="attack seeds")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     expect: list[Gate] = Field(default_factory=list, description="expectation gates")
     output: OutputSpec = Field(default_factory=OutputSpec)
@@ -367,12 +393,8 @@ class ScenarioModel(Strict):
     @field_validator("budgets")
     @classmethod
     def _budgets(cls, v: list[int]) -> list[int]:
-        if any(not isinstance(b, int) or isinstance(b, bool) for b in v):
-            raise ValueError(f"every budget must be an integer, got {v}")
         if not v:
             raise ValueError("give at least one budget")
-        if any(b <= 0 for b in v):
-            raise ValueError(f"every budget must be a positive integer, got {v}")
         if len(set(v)) != len(v):
             raise ValueError(f"budgets must be distinct, got {v}")
         return sorted(v)
@@ -514,6 +536,8 @@ def build_scenario(data: Any, source: str | None = None) -> Scenario:
         model = ScenarioModel.model_validate(data)
     except ValidationError as exc:
         raise pydantic_to_scenario_error(exc, ScenarioModel, "") from None
+    if source is not None:
+        registry.add_import_path(Path(source).resolve().parent)
     registry.load_plugins(model.plugins)
 
     victim = _resolve_victim(model.victim)
@@ -665,6 +689,8 @@ def check_scenario(scenario: Scenario) -> None:
         for det in (refs(ref.params) if callable(refs) else []):
             _check_score_detector(scenario, det, f"attack '{ref.id}' avoids", f"attacks.{i}")
     _check_detection(scenario)
+    _check_output_folders(scenario)
+    _check_query_memory(scenario)
     pooled = [(i, a) for i, a in enumerate(scenario.attacks) if uses_pool(registry.attacks.get(a.plugin), a.params)]
     if not pooled:
         return
@@ -678,6 +704,50 @@ def check_scenario(scenario: Scenario) -> None:
                 f"the attacker pool '{attacker.source}' holds {size} samples, fewer than the largest budget of "
                 f"attack '{ref.id}' ({largest}). Lower the budgets or use a larger pool.",
                 path="budgets" if ref.budgets is None else f"attacks.{i}.budgets")
+
+
+def _check_output_folders(scenario: Scenario) -> None:
+    """The run and cache folders can be folders: neither they nor a parent is an existing file."""
+    from .cache import default_cache_dir
+
+    out = scenario.model.output
+    cache = (Path(out.cache_dir).expanduser(), "output.cache_dir") if out.cache_dir else \
+        (default_cache_dir(), "output.cache_dir (default: $STEALCHECK_CACHE_DIR or ~/.cache/stealcheck)")
+    for folder, key in ((Path(out.dir).expanduser(), "output.dir"), cache):
+        for part in (folder, *folder.parents):
+            if part.exists():
+                if not part.is_dir():
+                    raise ScenarioError(f"{key} must be a folder, but {part} is a file.", path=key.split(" ")[0])
+                break
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's RAM (None where the OS does not say)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_query_memory(scenario: Scenario) -> None:
+    """Attacks that hold all their queries at once (``holds_all_queries``) must fit in half the RAM."""
+    ram = physical_memory_bytes()
+    if ram is None:
+        return
+    spec = getattr(scenario.victim.params, "input", None)
+    features = math.prod(spec.shape) if spec is not None else 1
+    for i, ref in enumerate(scenario.attacks):
+        if not registry.attacks.get(ref.plugin).capability("holds_all_queries", False):
+            continue
+        largest = max(scenario.budgets_of(ref))
+        need = largest * (features + 2) * 8  # float64 inputs, plus the answers of a binary victim at least
+        if need > ram / 2:
+            raise ScenarioError(
+                f"attack '{ref.id}' holds all its queries in memory: {largest:,} queries of {features:,} features "
+                f"need about {need / 2**30:,.1f} GiB, more than half of this machine's {ram / 2**30:,.1f} GiB. "
+                "Lower the budget.", path="budgets" if ref.budgets is None else f"attacks.{i}.budgets")
 
 
 def benign_role(scenario: Scenario) -> str:

@@ -25,15 +25,16 @@ def test_long_form_budgets_are_the_attacks_own_checkpoints():
     assert "budgets" not in sc.resolved_dict()["attacks"][1]
 
 
-@pytest.mark.parametrize("budgets, message", [
-    ([0, 10], "positive"),
-    ([10, 10], "distinct"),
-    (["ten"], "integer"),
+@pytest.mark.parametrize("budgets, message, path", [
+    ([0, 10], "greater than 0", "attacks.0.budgets.0"),
+    ([10, 10], "distinct", "attacks.0.budgets"),
+    (["ten"], "valid integer", "attacks.0.budgets.0"),
+    ([True, 10], "valid integer", "attacks.0.budgets.0"),
 ])
-def test_bad_attack_budgets_are_rejected(budgets, message):
+def test_bad_attack_budgets_are_rejected(budgets, message, path):
     with pytest.raises(ScenarioError, match=message) as err:
         build_scenario(_with_attacks({"plugin": "copycat", "budgets": budgets}))
-    assert err.value.path == "attacks.0.budgets"
+    assert err.value.path == path
 
 
 def test_budgets_key_is_only_for_attacks():

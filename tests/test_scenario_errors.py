@@ -61,7 +61,7 @@ def _cases():
     cases["bad type"] = (t, ["valid integer", "'abc'"], "budgets.0", "abc")
 
     t = _text(budgets=[-5, 100])
-    cases["negative budget"] = (t, ["positive", "-5"], "budgets", "budgets:")
+    cases["negative budget"] = (t, ["greater than 0", "-5"], "budgets.0", "- -5")
 
     t = _text(victim=dict(tiny_scenario()["victim"], output="label"))
     cases["label output vs knockoff probabilities"] = (

@@ -9,17 +9,17 @@ from __future__ import annotations
 from typing import Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from stealcheck.datasets import Dataset
-from stealcheck.registry import attacks
+from stealcheck.registry import FloatPair, PARAMS_CONFIG, attacks
 
 
 # ---------------------------------------------------------------- art_extraction
 
 
 class KnockoffParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     strategy: Literal["random", "adaptive"] = Field("random", description="random sampling of the pool, or the "
                                                      "adaptive gradient bandit over the pool's labels")
     reward: Literal["cert", "div", "loss", "all"] = Field("all", description="adaptive reward")
@@ -59,7 +59,7 @@ def _base_pool(p: KnockoffParams, pool: Dataset | None, load_data) -> Dataset | 
 
 
 class CopycatParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     use_probability: bool = Field(False, description="train on probabilities instead of the paper's hard labels")
     batch_size_query: int = Field(256, gt=0, description="inputs per query batch sent to the victim")
 
@@ -82,7 +82,7 @@ attacks.declare("copycat", "stealcheck.attacks.art_extraction:CopycatAttack",
 
 
 class JBDAParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     variant: Literal["jbda", "jb-self", "jb-topk"] = Field("jbda", description="augmentation rule (PRADA's names)")
     seed_size: int = Field(150, gt=0, description="seed inputs drawn from seed_data (Papernot: 150; SAME: 200)")
     seed_data: str = Field("attacker", description="data set (a role under data:) the seeds are drawn from; "
@@ -111,7 +111,7 @@ attacks.declare("jbda", "stealcheck.attacks.jbda:JBDAAttack",
 
 
 class DFMEParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     batch_size: int = Field(256, ge=2, description="generator batch size (reference 256)")
     nz: int = Field(256, gt=0, description="dimension of the generator's latent vector")
     generator_width: int = Field(64, gt=0, description="generator channels (last hidden conv; the first has twice "
@@ -152,7 +152,7 @@ class DFMEParams(BaseModel):
 
 
 class MAZEParams(DFMEParams):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     nb_directions: int = Field(10, gt=0, description="random directions per sample of the zeroth-order gradient "
                                "estimate (each costs one query)")
     replay_capacity: int = Field(20_000, ge=0, description="queries kept (reservoir sample) for experience replay")
@@ -197,7 +197,7 @@ FeatureBoxField = Field(None, description="region queries are drawn from: null =
 
 
 class EquationSolvingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     model: Literal["binary_lr", "softmax", "ovr", "mlp"] = Field(
         "softmax", description="the victim's model family, which the attacker knows: binary_lr (solved exactly), "
         "softmax or ovr logistic regression, or a one-hidden-layer mlp")
@@ -210,19 +210,19 @@ class EquationSolvingParams(BaseModel):
     query_design: Literal["uniform", "basis"] = Field(
         "uniform", description="uniform: every query uniform in the box (the paper); basis: first the box's low "
         "corner and one step along each axis (best conditioned for the exact binary solve), then uniform")
-    feature_box: list[tuple[float, float]] | None = FeatureBoxField
+    feature_box: list[FloatPair] | None = FeatureBoxField
 
 
 class LowdMeekParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     eps: float = Field(1e-6, gt=0, lt=0.5, description="binary-search precision along each witness segment "
                        "(log2(1/eps) queries per boundary point)")
     nb_boundary: int | None = Field(None, gt=0, description="boundary points to find; null = d + 1 (more: least squares)")
-    feature_box: list[tuple[float, float]] | None = FeatureBoxField
+    feature_box: list[FloatPair] | None = FeatureBoxField
 
 
 class RetrainingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     strategy: Literal["uniform", "line_search", "adaptive"] = Field(
         "adaptive", description="where queries go: uniform in the box, line searches between differently "
         "labelled points, or adaptive rounds where the copy is least certain")
@@ -237,11 +237,11 @@ class RetrainingParams(BaseModel):
     round_size: int = Field(100, gt=0, description="adaptive: queries per round (refit after each)")
     candidates: int = Field(10, gt=0, description="adaptive: unsent uniform candidates per chosen query")
     search_steps: int = Field(8, gt=0, description="line_search: binary-search steps per pair")
-    feature_box: list[tuple[float, float]] | None = FeatureBoxField
+    feature_box: list[FloatPair] | None = FeatureBoxField
 
 
 attacks.declare("equation_solving", "stealcheck.attacks.tramer:EquationSolvingAttack",
-    summary="Tramèr et al.'s equation solving: exact binary LR from d+1 queries; softmax/OvR LR and MLP by cross-entropy fit.", params=EquationSolvingParams, uses_pool=False,
+    summary="Tramèr et al.'s equation solving: exact binary LR from d+1 queries; softmax/OvR LR and MLP by cross-entropy fit.", holds_all_queries=True, params=EquationSolvingParams, uses_pool=False,
                   needs_output=lambda p: "probabilities",
                   check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
 
@@ -250,7 +250,7 @@ attacks.declare("lowd_meek", "stealcheck.attacks.tramer:LowdMeekAttack",
                   check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
 
 attacks.declare("retraining", "stealcheck.attacks.tramer:RetrainingAttack",
-    summary="Tramèr et al.'s retraining (uniform, line-search, adaptive) on probabilities or labels, for any victim.", params=RetrainingParams, uses_pool=False,
+    summary="Tramèr et al.'s retraining (uniform, line-search, adaptive) on probabilities or labels, for any victim.", holds_all_queries=True, params=RetrainingParams, uses_pool=False,
                   needs_output=lambda p: "probabilities" if p.use_probability else None,
                   check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
 
@@ -259,12 +259,12 @@ attacks.declare("retraining", "stealcheck.attacks.tramer:RetrainingAttack",
 
 
 class PathFindingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     variant: Literal["path", "top_down"] = Field(
         "path", description="path: complete queries only; top_down: incomplete queries (missing features), as "
         "BigML accepted")
     eps: float = Field(1e-4, gt=0, lt=1, description="precision of each threshold (bisection stops at this width)")
-    feature_box: list[tuple[float, float]] | None = FeatureBoxField
+    feature_box: list[FloatPair] | None = FeatureBoxField
 
 
 attacks.declare("path_finding", "stealcheck.attacks.tramer_trees:PathFindingAttack",

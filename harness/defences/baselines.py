@@ -9,9 +9,9 @@ upscaled digits) and on JBDA's near-in-distribution queries weak (~55-58).
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from stealcheck.registry import NoParams, detectors
+from stealcheck.registry import NoParams, PARAMS_CONFIG, detectors
 
 from .detectors import Detector, DetectorContext, batched
 
@@ -34,7 +34,7 @@ class MaxSoftmaxDetector(Detector):
 
 
 class EnergyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     temperature: float = Field(1.0, gt=0, description="temperature T of E(x) = -T * logsumexp(logits / T); "
                                "Liu et al. use 1")
 

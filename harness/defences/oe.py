@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from stealcheck.registry import detectors
+from stealcheck.registry import PARAMS_CONFIG, detectors
 
 from .detectors import Detector, DetectorContext, batched
 
@@ -21,7 +21,7 @@ from .detectors import Detector, DetectorContext, batched
 class RetrainParams(BaseModel):
     """Training budget of a detector that retrains the victim; null = the victim's own recipe."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     steps: int | None = Field(None, gt=0, description="optimiser steps; null = the victim's recipe (ctx.train_recipe)")
     batch_size: int | None = Field(None, gt=0, description="in-distribution batch size; null = the victim's recipe")
     lr: float | None = Field(None, gt=0, description="peak learning rate (Adam, one-cycle); null = the victim's recipe")

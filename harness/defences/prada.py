@@ -32,9 +32,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from stealcheck.registry import detectors
+from stealcheck.registry import PARAMS_CONFIG, detectors
 
 from .detectors import Detector, DetectorContext
 
@@ -51,7 +51,7 @@ def _shapiro_w(d: np.ndarray):
 
 
 class PradaParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     delta: float = Field(0.9, gt=0, lt=1,
                          description="flag a client when the Shapiro-Wilk W of its distances is below this")
     min_distances: int = Field(100, ge=3, description="distances pooled before the test runs (paper: 100)")

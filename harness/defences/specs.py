@@ -9,37 +9,37 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, Field, field_serializer, field_validator, model_validator
 
-from stealcheck.registry import defences, detectors
+from stealcheck.registry import PARAMS_CONFIG, defences, detectors
 
 
 # ---------------------------------------------------------------- output_perturbation
 
 
 class RoundedParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     decimals: int = Field(3, ge=0, le=10, description="decimals kept in each probability")
 
 
 class ReverseSigmoidParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     beta: float = Field(1.0, gt=0, description="perturbation magnitude")
     gamma: float = Field(0.1, gt=0, description="perturbation dampening")
 
 
 class HighConfidenceParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     cutoff: float = Field(0.25, gt=0, lt=1, description="probabilities below this are set to 0")
 
 
 class GaussianNoiseParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     scale: float = Field(0.2, gt=0, description="standard deviation of the added noise")
 
 
 class ChainParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     steps: list[Any] = Field(description="defences applied in order, each written as in 'defences'")
 
     @field_validator("steps")
@@ -53,9 +53,16 @@ class ChainParams(BaseModel):
         resolved = []
         for i, item in enumerate(steps):
             try:
-                resolved.append(resolve_plugin(defences, item, f"steps.{i}"))
+                ref = resolve_plugin(defences, item, f"steps.{i}")
             except ScenarioError as exc:
                 raise ValueError(exc.format()) from None
+            # An active defence answers per client from a fitted detector's score; a chain is a
+            # stateless pipeline of output perturbations built without detectors.
+            if defences.get(ref.plugin).capability("needs_detector", False):
+                raise ValueError(f"steps.{i}: '{ref.plugin}' is an active defence driven by a detector, which "
+                                 "cannot be a chain step; list it as a defence of its own (chains hold output "
+                                 "perturbations such as rounded, reverse_sigmoid, label_only)")
+            resolved.append(ref)
         return resolved
 
     @field_serializer("steps")
@@ -89,7 +96,7 @@ defences.declare("chain", "stealcheck.defences.output_perturbation:ChainDefence"
 
 
 class _DetectorParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     detector: str = Field(description="id of a detector in the scenario's 'detectors' list; "
                                       "its score drives this defence")
     target_fpr: float = Field(0.05, gt=0, lt=1,
@@ -150,7 +157,7 @@ class SameModelParams(BaseModel):
     batch_size: 128, warmup_epochs: 50, epochs: 500, pos_embed: learned, loss_on: all``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
 
     patch_size: int = Field(4, gt=0, description="side of the square patches; must divide the input's height and width")
     embed_dim: int = Field(64, gt=0, description="encoder width (paper: 192, ViT-Tiny)")
@@ -247,7 +254,7 @@ DEFAULT_SIGNALS = ("pixel_density", "intensity_knn", "energy", "feature_knn")
 
 
 class FusionParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
 
     signals: list[Literal[SIGNALS]] | None = Field(  # type: ignore[valid-type]
         None, description="signals to combine, from " + ", ".join(SIGNALS) + "; null = pixel_density, "
