@@ -379,3 +379,251 @@ def test_report_without_detection_has_no_detection_sections(run_dir: Path):
     assert "fig-roc" not in html
     # The unknown detection metric of this run is still reported as not shown.
     assert "“detection” row" in html
+
+
+# ---------------------------------------------------------------- issue 13 §5: a report an auditor can trust
+
+from stealcheck.reports import plots  # noqa: E402
+from stealcheck.reports.html import compare, config_label, relabel, wilson_interval  # noqa: E402
+
+
+def one_seed_run(tmp_path: Path, fidelity: dict[str, dict[str, float]], *, test_samples: int | None = 1000,
+                 budget: int = 1500) -> Path:
+    """A one-seed run folder: ``fidelity[attack][defence]`` at one budget; n = ``test_samples`` (None: not recorded)."""
+    run = tmp_path / "one_seed"
+    run.mkdir()
+    defences = {d: d.split(":")[0] for d in next(iter(fidelity.values()))}
+    rows = [{"kind": "extraction", "victim": VICTIM, "defence": d, "attack": a, "budget": budget, "seed": 0,
+             "metric": m, "value": v}
+            for a, per_defence in fidelity.items() for d, f in per_defence.items()
+            for m, v in {"fidelity": f, "accuracy": f - 0.01, "attack_seconds": 0.31}.items()]
+    ResultsStore(run).append(rows)
+    victim = {"description": VICTIM, "test_accuracy": 0.976}
+    if test_samples is not None:
+        victim["test_samples"] = test_samples
+    write_summary(run, {"scenario_name": "one_seed", "status": "complete", "seeds": [0], "budgets": [budget],
+                        "attacks": {a: a.split(":")[0] for a in fidelity}, "defences": defences, "victim": victim,
+                        "platform": {"system": "Linux", "cpus": 2}})
+    return run
+
+
+def test_wilson_interval_matches_the_textbook_and_scipy():
+    import scipy.stats
+
+    # 90 successes out of 100: the classic worked example, 95% Wilson interval [0.8256, 0.9448].
+    lo, hi = wilson_interval(0.9, 100)
+    assert lo == pytest.approx(0.82563, abs=1e-5) and hi == pytest.approx(0.94477, abs=1e-5)
+    for k, n in [(0, 50), (50, 50), (1, 1000), (738, 1000), (3, 7)]:
+        ci = scipy.stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert wilson_interval(k / n, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
+
+
+def test_intervals_over_seeds_are_t_intervals_never_narrower_than_wilson():
+    # two seeds that disagree: the t-interval dominates
+    e = estimate("fidelity", 0.72, 0.04 / math.sqrt(2), 2, 1000)
+    assert e.high - e.mean == pytest.approx(T1 * 0.02, abs=1e-9) and e.method == "t"
+    # two seeds that agree exactly: the test set's own (Wilson) uncertainty remains
+    e = estimate("fidelity", 0.5, 0.0, 2, 1000)
+    lo, hi = wilson_interval(0.5, 1000)
+    assert e.low == pytest.approx(lo) and e.high == pytest.approx(hi)
+    # a share never leaves [0, 1]
+    e = estimate("fidelity", 0.98, 0.02, 2, 1000)
+    assert e.high == 1.0 and fmt_estimate(e).startswith("0.980 ± ")
+    # one seed without n: no interval, so nothing can be compared
+    assert not estimate("fidelity", 0.5, math.nan, 1, None).has_interval
+    assert compare(estimate("fidelity", 0.1, math.nan, 1, None), estimate("fidelity", 0.9, math.nan, 1, 1000)) is None
+
+
+def test_summary_grid_and_full_table_show_wilson_intervals_and_n(tmp_path: Path):
+    run = one_seed_run(tmp_path, {"copycat": {"none": 0.9, "rounded:decimals=1": 0.89}}, test_samples=100)
+    html = build_report(run).read_text(encoding="utf-8")
+    summary = section(html, "summary")
+    assert '<span class="fid">0.900</span> <span class="ci">[0.826, 0.945]</span>' in summary
+    assert "n = 100" in summary
+    assert "Test samples (n)</dt><dd>100</dd>" in html
+    results = section(html, "results")
+    assert '0.900 <span class="ci-line">[0.826, 0.945]</span>' in results
+    assert "95% Wilson interval of the proportion over n = 100 test samples" in results
+
+
+def test_key_finding_names_a_significant_defence_against_the_same_attack(tmp_path: Path):
+    run = one_seed_run(tmp_path, {
+        "knockoff:strategy=adaptive,reward=cert": {"none": 0.76, "reverse_sigmoid:beta=1.0,gamma=0.2": 0.27,
+                                                   "rounded:decimals=1": 0.75},
+        # copycat is weaker undefended but the strongest behind reverse_sigmoid: the old headline compared
+        # copycat-behind-the-defence with knockoff undefended
+        "copycat": {"none": 0.68, "reverse_sigmoid:beta=1.0,gamma=0.2": 0.67, "rounded:decimals=1": 0.68},
+    })
+    html = build_report(run).read_text(encoding="utf-8")
+    headline = key_finding(html)
+    lo, hi = wilson_interval(0.76, 1000)
+    assert (f"At 1,500 queries, the strongest attack, knockoff (adaptive, cert), copies the undefended victim "
+            f"with fidelity 0.760 [{lo:.3f}, {hi:.3f}] (n = 1,000).") in headline
+    assert ("Against the same attack and budget, the most effective defence, reverse_sigmoid (beta 1.0, gamma 0.2), "
+            "lowers fidelity to 0.270 [") in headline
+    assert "(-0.490, beyond the uncertainty)" in headline
+    assert "No significant effect on this attack: rounded (decimals 1)." in headline
+    assert "But reverse_sigmoid (beta 1.0, gamma 0.2) has no significant effect on copycat." in headline
+    assert "0.670" not in headline  # never copycat-behind-the-defence against knockoff undefended
+    # The grid marks that one cell, and says which differences are within the uncertainty.
+    summary = section(html, "summary")
+    assert summary.count('class="matrix best"') == 1
+    best = summary[summary.index('class="matrix best"'):]
+    assert best.startswith('class="matrix best"><span class="fid">0.270</span>')
+    assert "-0.490 vs baseline, significant" in summary
+    assert "-0.010 vs baseline: no significant effect" in summary
+
+
+def test_ties_are_never_the_most_effective_defence(tmp_path: Path):
+    # Two defences both lower fidelity significantly, but their intervals overlap: a tie.
+    run = one_seed_run(tmp_path, {"copycat": {"none": 0.80, "rounded:decimals=1": 0.50, "label_only": 0.52}})
+    html = build_report(run).read_text(encoding="utf-8")
+    headline = key_finding(html)
+    assert "most effective defence" not in headline
+    assert "rounded (decimals 1) and label_only lower fidelity beyond the uncertainty" in headline
+    assert "none is clearly the most effective" in headline
+    assert 'class="matrix best"' not in section(html, "summary")
+
+
+def test_no_defence_better_than_baseline_is_no_significant_effect(tmp_path: Path):
+    # Every defence ties with the baseline (one of them even reaches the same value): nothing is highlighted,
+    # least of all the baseline itself.
+    run = one_seed_run(tmp_path, {"copycat": {"none": 0.70, "rounded:decimals=1": 0.70, "label_only": 0.69}})
+    html = build_report(run).read_text(encoding="utf-8")
+    assert key_finding(html).endswith("No significant effect on this attack: rounded (decimals 1) and label_only.")
+    summary = section(html, "summary")
+    assert 'class="matrix best"' not in summary
+    assert summary.count("no significant effect") == 2
+
+
+def test_unknown_test_size_degrades_to_no_interval(tmp_path: Path):
+    run = one_seed_run(tmp_path, {"copycat": {"none": 0.80, "rounded:decimals=1": 0.20}}, test_samples=None)
+    html = build_report(run).read_text(encoding="utf-8")
+    assert "Test samples (n)</dt><dd>n unknown</dd>" in html
+    headline = key_finding(html)
+    assert "(n unknown)" in headline and "no difference can be called significant" in headline
+    assert "most effective" not in headline
+    summary = section(html, "summary")
+    assert 'class="ci"' not in summary and 'class="matrix best"' not in summary
+    assert "(uncertainty unknown)" in summary
+    assert "no interval can be given" in summary
+
+
+def test_budget_curves_draw_the_interval_band(tmp_path: Path):
+    run = one_seed_run(tmp_path, {"copycat": {"none": 0.80, "rounded:decimals=1": 0.20}})
+    curves = section(build_report(run).read_text(encoding="utf-8"), "curves")
+    fidelity_svg = curves[curves.index('aria-label="fig-fidelity"'):curves.index("</svg>")]
+    assert "fill-opacity: 0.13" in fidelity_svg  # fill_between bands
+    assert "95% interval of each point" in curves
+
+
+def test_labels_replace_raw_ids_everywhere_shown(detection_run_dir: Path):
+    assert config_label("knockoff:strategy=adaptive,reward=cert") == "knockoff (adaptive, cert)"
+    assert config_label("reverse_sigmoid:beta=1.0,gamma=0.2") == "reverse_sigmoid (beta 1.0, gamma 0.2)"
+    assert config_label("copycat") == "copycat" and config_label("eqsolve-basis") == "eqsolve-basis"
+    assert config_label("x:sizes=[1, 2],mode=fast") == "x (sizes [1, 2], fast)"
+    assert relabel("knockoff:strategy=random vs rounded:decimals=1 @ 200: 0.47",
+                   ["knockoff:strategy=random", "rounded:decimals=1"]) == "knockoff (random) vs rounded (decimals 1) @ 200: 0.47"
+    html = build_report(detection_run_dir).read_text(encoding="utf-8")
+    shown = visible_text(html[:html.index('<section id="provenance">')])
+    assert "strategy=" not in shown and "decimals=" not in shown
+    assert "knockoff (random)" in shown and "rounded (decimals 1)" in shown
+    assert 'title="knockoff:strategy=random"' in html  # the raw id stays one hover away
+    figures = " ".join(re.findall(r"<svg.*?</svg>", html, re.S))
+    assert "strategy=" not in figures and "knockoff (random)" in figures
+    provenance = section(html, "provenance")
+    assert "<code>knockoff:strategy=random</code>" in provenance  # the exact id is kept for the record
+
+
+def test_attack_without_parameters_is_spaced_from_its_budget(run_dir: Path):
+    text = visible_text(build_report(run_dir).read_text(encoding="utf-8"))
+    assert "copycatat" not in text
+    assert "copycat at 200 queries" in text and "knockoff (random) at 200 queries" in text
+
+
+def test_glossary_lists_each_metric_once(detection_run_dir: Path):
+    html = build_report(detection_run_dir).read_text(encoding="utf-8")
+    glossary = html[html.index('<dl class="glossary">'):html.index("</dl>", html.index('<dl class="glossary">'))]
+    terms = re.findall(r"<dt>(.*?)</dt>", glossary)
+    assert len(terms) == len(set(terms))
+    assert terms.count("answered share") == 1 and terms.count("mean latency (ms)") == 1
+    assert terms.count("p95 latency (ms)") == 1
+
+
+def test_full_results_table_wraps_and_scrolls_instead_of_being_cut(run_dir: Path):
+    results = section(build_report(run_dir).read_text(encoding="utf-8"), "results")
+    assert '<div class="inner scroll">\n    <table class="data dense wrap">' in results
+
+
+def test_budget_panels_have_their_own_numeric_axes():
+    # Tramèr-style attacks with budgets of their own: each panel is ticked at its attack's budgets only.
+    curves = {"eqsolve": {"none": [(31, 1.0, 0.9, 1.0), (62, 1.0, 0.9, 1.0)]},
+              "lowd-meek": {"none": [(200, 0.8, 0.7, 0.9), (651, 0.9, 0.8, 1.0)]}}
+    svg = plots.budget_curves_svg(curves, metric_label="fidelity", colours={"none": "#222222"}, baseline="none",
+                                  prefix="t")
+    ticks = re.findall(r">(\d[\d,]*)<", svg)
+    assert ticks == ["31", "62", "200", "651"]  # not 31, 62, 200, 651 on both panels
+
+
+def test_baseline_line_is_drawn_on_top():
+    curves = {"copycat": {"none": [(100, 0.5, 0.4, 0.6), (200, 0.6, 0.5, 0.7)],
+                          "rounded": [(100, 0.5, 0.4, 0.6), (200, 0.6, 0.5, 0.7)]}}
+    svg = plots.budget_curves_svg(curves, metric_label="fidelity", colours={"none": "#222222", "rounded": "#0072B2"},
+                                  baseline="none", prefix="t")
+    # SVG paints in document order: the baseline's dashed line comes after (above) the defence's line,
+    # although the baseline was drawn first.
+    dashed = svg.index("stroke-dasharray")
+    assert svg.index("stroke: #222222", dashed) > svg.index("stroke: #0072b2; stroke-width: 1.8")
+
+
+def test_durations_keep_sub_second_precision(detection_run_dir: Path):
+    assert fmt_duration(0.31) == "0.31 s"
+    assert fmt_duration(0.001) == "< 0.01 s" and fmt_duration(0.0) == "< 0.01 s"
+    assert fmt_duration(4.5) == "4.50 s" and fmt_duration(42.0) == "42.0 s" and fmt_duration(75) == "1 min 15 s"
+    html = build_report(detection_run_dir).read_text(encoding="utf-8")
+    assert not re.search(r"(?<![\d.])0\.0 s", visible_text(html))  # '40.0 s' is fine, '0.0 s' hides a cost
+    assert "&lt; 0.01 s" in section(html, "detection")  # msp trains in no time (escaped "<")
+    assert "<td class=\"num\">4.50 s</td>" in section(html, "curves")  # at 200 queries: 200/50 s + seed, mean 4.5
+
+
+def test_timings_carry_a_machine_note(detection_run_dir: Path):
+    html = build_report(detection_run_dir).read_text(encoding="utf-8")
+    note = "Timings depend on the machine and on its load"
+    curves = section(html, "curves")
+    figure = curves[curves.index("Attack wall time, at 200 queries"):]
+    assert note in figure[:figure.index("</figure>")]
+    assert "Measured on: Linux, 2 CPUs." in figure
+    for section_id in ("detection", "active"):
+        assert note in section(html, section_id), section_id
+
+
+def test_auroc_below_chance_is_called_inverted(detection_run_dir: Path):
+    html = build_report(detection_run_dir).read_text(encoding="utf-8")
+    det = section(html, "detection")
+    # msp against knockoff at 100 queries: AUROC 45.3, below chance
+    comparison = det[det.index("Detector comparison at 100 attack queries"):
+                     det.index("Detector comparison at 200 attack queries")]
+    assert re.search(r">45\.3 <span class=\"inverted\" title=\"[^\"]+\">below chance: inverted</span>", comparison)
+    # an AUROC above 50 gets no note, and AUPR is never called inverted
+    assert ">50.3 <span" not in det and ">46.0 <span" not in det  # msp/knockoff AUROC at 200; AUPR at 100
+
+
+def test_fusion_signals_are_shown_when_recorded(detection_run_dir: Path):
+    from stealcheck.results import read_summary
+
+    summary = read_summary(detection_run_dir)
+    summary["detectors"]["fusion"] = {"plugin": "fusion", "fit_seconds": 3.0, "from_cache": False,
+                                      "per_client": False, "replaces_victim": False,
+                                      "signals": ["pixel_density", "intensity_knn", "energy"],
+                                      "signals_dropped": {"feature_knn": "no nn.Linear head"}}
+    summary["detectors"]["fusion_old"] = {"plugin": "fusion", "fit_seconds": 3.0, "from_cache": False,
+                                          "per_client": False, "replaces_victim": False}
+    write_summary(detection_run_dir, summary)
+    det = section(build_report(detection_run_dir).read_text(encoding="utf-8"), "detection")
+    signals = det[det.index('id="detection-signals"'):]
+    assert "<td>pixel_density, intensity_knn, energy</td><td>feature_knn (no nn.Linear head)</td>" in signals
+    assert "not recorded by this run" in signals  # fusion_old: a run that did not record its signals
+
+
+def test_no_fusion_no_signals_table(detection_run_dir: Path):
+    assert 'id="detection-signals"' not in build_report(detection_run_dir).read_text(encoding="utf-8")
