@@ -99,23 +99,38 @@ class PluginInfo:
             tname = type_name(finfo.annotation)
             if finfo.is_required():
                 default = "(required)"
-            elif finfo.default_factory is not None:
-                default = repr(finfo.default_factory())
             else:
-                default = repr(finfo.default)
+                value = finfo.default_factory() if finfo.default_factory is not None else finfo.default
+                default = default_text(value)
             rows.append((pname, tname, default, finfo.description or ""))
         return rows
+
+
+def default_text(value: Any) -> str:
+    """A default as a scenario would write it: a nested params model shows only what differs from
+    its own defaults (its other keys are listed with the plugin that owns them)."""
+    if isinstance(value, BaseModel):
+        changed = {k: getattr(value, k) for k in value.model_fields_set}
+        if not changed:
+            return "{} (every key at its default)"
+        inner = ", ".join(f"{k}: {v!r}" for k, v in changed.items())
+        return "{" + inner + "} (other keys at their defaults)"
+    return repr(value)
 
 
 def type_name(ann: Any) -> str:
     """Readable type of a params field: 'int', 'random | adaptive', 'str | None'."""
     origin = get_origin(ann)
+    if origin is Annotated:
+        return type_name(get_args(ann)[0])
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(ann))
     if origin in (Union, UnionType):
         return " | ".join(type_name(a) for a in get_args(ann))
     if ann is type(None):
         return "None"
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return "mapping"
     if origin is not None:
         args = ", ".join(type_name(a) for a in get_args(ann))
         return f"{getattr(origin, '__name__', str(origin))}[{args}]"

@@ -456,6 +456,14 @@ class Scenario:
     source_path: str | None
     as_written: Any
     detectors: list[PluginRef] = dataclass_field(default_factory=list)
+    #: key path -> line number in the scenario file, to point run-time errors at the right line
+    lines: dict[tuple, int] = dataclass_field(default_factory=dict, repr=False, compare=False)
+
+    def locate(self, exc: ScenarioError) -> ScenarioError:
+        """``exc`` with the scenario file and the line of its key path filled in (when it has none)."""
+        if exc.where is not None or self.source_path is None:
+            return exc
+        return ScenarioError(exc.message, where=_where(self.lines, self.source_path, exc.path), path=exc.path)
 
     @property
     def name(self) -> str:
@@ -515,7 +523,9 @@ def load_scenario(path: str | Path) -> Scenario:
     """Load and fully validate a scenario file (raises ScenarioError)."""
     data, lines = load_yaml(path)
     try:
-        return build_scenario(data, source=str(path))
+        scenario = build_scenario(data, source=str(path))
+        object.__setattr__(scenario, "lines", lines)  # frozen dataclass: set once, right after building
+        return scenario
     except ScenarioError as exc:
         where = exc.where or _where(lines, str(path), exc.path)
         raise ScenarioError(exc.message, where=where, path=exc.path) from None

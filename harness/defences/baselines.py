@@ -2,8 +2,8 @@
 
 Neither trains anything nor changes the victim; the defender needs only the victim's outputs
 (the energy score also wants its logits). They are the yardstick every learned detector must beat:
-on the SAME setting's proxy-set attacks they are strong (CALIBRATION.md: AUROC ~97-98 against
-upscaled digits) and on JBDA's near-in-distribution queries weak (~55-58).
+on the SAME setting's proxy-set attacks they are strong (a CPU prototype of that setting, quoted in
+``benchmarks/detection_mnist.py``: AUROC ~97-98 against upscaled digits) and on JBDA's near-in-distribution queries weak (~55-58).
 """
 
 from __future__ import annotations

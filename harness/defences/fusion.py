@@ -1,8 +1,8 @@
 """Signal fusion: several cheap, complementary per-query signals, each standardised on benign data,
 combined by a rule fitted on benign data only, thresholded for a target benign false-positive rate.
 
-Why: no single signal holds across extraction attacks (CALIBRATION.md; stealcheck's ``same_mnist``
-run). Reconstruction error misses proxy-set queries that reconstruct *better* than benign ones,
+Why: no single signal holds across extraction attacks (the prototype numbers quoted in
+``benchmarks/detection_mnist.py``, and stealcheck's ``same_mnist`` run). Reconstruction error misses proxy-set queries that reconstruct *better* than benign ones,
 confidence scores (max-softmax, energy) miss JBDA's near-in-distribution steps. The defender does
 not know which attack will come, so the combination must not be tuned on attack queries: every
 statistic here comes from the victim's training data or from held-out benign queries.

@@ -22,7 +22,7 @@ class RetrainParams(BaseModel):
     """Training budget of a detector that retrains the victim; null = the victim's own recipe."""
 
     model_config = PARAMS_CONFIG
-    steps: int | None = Field(None, gt=0, description="optimiser steps; null = the victim's recipe (ctx.train_recipe)")
+    steps: int | None = Field(None, gt=0, description="optimiser steps; null = the victim's recipe (victim.train.steps)")
     batch_size: int | None = Field(None, gt=0, description="in-distribution batch size; null = the victim's recipe")
     lr: float | None = Field(None, gt=0, description="peak learning rate (Adam, one-cycle); null = the victim's recipe")
     outlier_batch_size: int | None = Field(None, gt=0, description="outlier samples drawn beside each in-distribution "

@@ -223,7 +223,7 @@ class SameParams(SameModelParams):
 
     alpha: float = Field(0.99, ge=0.0, le=1.0, description="weight of the reconstruction term: "
                          "score = alpha * s1 + (1 - alpha) * s2 (the authors' evaluation script: 0.99)")
-    standardize: bool = Field(False, description="z-score each term on benign data (ctx.calibration, else the "
+    standardize: bool = Field(False, description="z-score each term on benign data (the benign calibration split, else the "
                               "training data) before combining, so that alpha weighs comparable scales")
 
 
@@ -264,7 +264,8 @@ class FusionParams(BaseModel):
         "max", description="how standardised signals combine: 'max' (monotone), 'sum' (monotone) or "
         "'mahalanobis' (distance from the benign mean in signal space, two-sided)")
     target_fpr: float = Field(0.05, gt=0.0, lt=1.0, description="benign false-positive rate the threshold is set "
-                              "for (threshold_ / flag(x)), measured on the calibration's threshold part")
+                              "for (the detector's own flag), measured on the part of the benign calibration split that "
+                              "standardize_fraction leaves")
     standardize_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of the benign calibration data "
                                         "used to standardise the signals; the rest sets the threshold")
     pixel_bins: int = Field(16, ge=2, le=256, description="pixel_density / intensity_knn: histogram bins over "
