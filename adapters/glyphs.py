@@ -19,7 +19,9 @@ from stealcheck.datasets import DataContext, Dataset
 from stealcheck.errors import ScenarioError
 from stealcheck.registry import data_sources
 
-from .data import fit_images
+from stealcheck.preflight import DataFacts
+
+from .data import _image_input, _role_path, fit_images
 
 # Glyphs are drawn on a canvas this large, then resized to the victim's input: large enough that
 # stroke widths and sub-pixel shifts survive, small enough that 10,000 glyphs render in seconds.
@@ -121,7 +123,15 @@ def render_glyphs(labels: np.ndarray, alphabet: str, params: GlyphParams, rng: n
     return out
 
 
-@data_sources.register("glyphs", params=GlyphParams, static_size=lambda p: p.size, labelled=True)
+def _inspect_glyphs(params: GlyphParams, ctx: DataContext, path: str | None) -> DataFacts:
+    _image_input(ctx, path, "glyphs")
+    k = len(params.alphabet)
+    return DataFacts(n=params.size, n_classes=min(k, params.size), max_label=min(k, params.size) - 1,
+                     description="glyphs")
+
+
+@data_sources.register("glyphs", params=GlyphParams, static_size=lambda p: p.size, labelled=True,
+                       inspect=_inspect_glyphs)
 def glyphs(params: GlyphParams, ctx: DataContext) -> Dataset:
     """Letters rendered with Pillow's bundled font, white on black, randomly shifted, scaled, rotated and thickened
     (a built-in outlier set for OE / EDM; label = index of the character in the alphabet).
@@ -129,9 +139,7 @@ def glyphs(params: GlyphParams, ctx: DataContext) -> Dataset:
     The same seed gives the same images; classes are balanced (sample i shows character i mod
     len(alphabet) before shuffling). Images are resized to the victim's input shape and range.
     """
-    if len(ctx.input_shape) != 3:
-        raise ScenarioError(f"the glyphs data source renders images and needs an image input shape (C, H, W); "
-                            f"the victim declares {list(ctx.input_shape)}.")
+    _inspect_glyphs(params, ctx, _role_path(ctx))
     rng = np.random.default_rng(ctx.seed)
     labels = rng.permutation(np.arange(params.size) % len(params.alphabet))
     x = render_glyphs(labels, params.alphabet, params, rng, out_size=tuple(ctx.input_shape[1:]))

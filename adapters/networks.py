@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import math
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -12,7 +12,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from stealcheck.errors import ScenarioError, did_you_mean
+from stealcheck.errors import ScenarioError, did_you_mean, short_repr
+
+from stealcheck.preflight import clip
+
+from . import architectures
 
 
 def conv3(input_shape: tuple[int, ...], nb_classes: int, width: int = 16) -> nn.Module:
@@ -52,25 +56,36 @@ def resnet18(input_shape: tuple[int, ...], nb_classes: int) -> nn.Module:
 
 
 BUILTIN_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"conv3": conv3, "mlp": mlp, "resnet18": resnet18}
+assert set(BUILTIN_ARCHITECTURES) == set(architectures.BUILTIN_ARCHITECTURES)
 
 
 def build_network(architecture: str, input_shape: tuple[int, ...], nb_classes: int,
-                  arch_params: dict[str, Any] | None = None) -> nn.Module:
+                  arch_params: dict[str, Any] | None = None, *, base_dir: str | Path | None = None,
+                  section: str = "victim") -> nn.Module:
     """Build ``architecture``: a built-in name, ``timm:NAME``, ``torchvision:NAME`` or ``package.module:callable``.
 
-    timm and torchvision models are created without pretrained weights (nothing is downloaded);
-    a user callable is called as ``fn(input_shape=..., nb_classes=..., **arch_params)``.
+    timm and torchvision models are created without pretrained weights (nothing is downloaded).
+    A built-in's ``arch_params`` are validated with its model in :mod:`.architectures` (the one
+    ``stealcheck validate`` uses). A user callable's module is imported with ``base_dir`` (the
+    scenario file's folder) first on ``sys.path``, and the callable gets the keywords its signature
+    names (:func:`.architectures.call_keywords`: ``num_classes`` as well as ``nb_classes``, ...).
+    Errors are ScenarioErrors at ``{section}.architecture`` or ``{section}.arch_params``
+    (``section`` is ``victim`` or ``thief``).
     """
     kw = dict(arch_params or {})
+    where = f"{section}.architecture"
+    if architecture in BUILTIN_ARCHITECTURES:
+        params = architectures.check_builtin(architecture, kw, tuple(input_shape), section)
+        return BUILTIN_ARCHITECTURES[architecture](tuple(input_shape), nb_classes,
+                                                   **params.model_dump(exclude_unset=True))
     try:
-        if architecture in BUILTIN_ARCHITECTURES:
-            return BUILTIN_ARCHITECTURES[architecture](tuple(input_shape), nb_classes, **kw)
         if architecture.startswith("timm:"):
             import timm
 
             name = architecture[5:]
             if name not in timm.list_models():
-                raise ScenarioError(f"timm has no model '{name}'.{did_you_mean(name, timm.list_models())}")
+                raise ScenarioError(f"timm has no model '{name}'.{did_you_mean(name, timm.list_models())}",
+                                    path=where)
             return timm.create_model(name, pretrained=False, num_classes=nb_classes, in_chans=input_shape[0], **kw)
         if architecture.startswith("torchvision:"):
             import torchvision
@@ -78,20 +93,22 @@ def build_network(architecture: str, input_shape: tuple[int, ...], nb_classes: i
             name = architecture[len("torchvision:"):]
             names = torchvision.models.list_models()
             if name not in names:
-                raise ScenarioError(f"torchvision has no model '{name}'.{did_you_mean(name, names)}")
+                raise ScenarioError(f"torchvision has no model '{name}'.{did_you_mean(name, names)}", path=where)
             return torchvision.models.get_model(name, weights=None, num_classes=nb_classes, **kw)
-        if ":" in architecture:
-            mod_name, fn_name = architecture.split(":", 1)
-            try:
-                fn = getattr(importlib.import_module(mod_name), fn_name)
-            except (ImportError, AttributeError) as exc:
-                raise ScenarioError(f"cannot load architecture '{architecture}': {exc}") from None
-            return fn(input_shape=tuple(input_shape), nb_classes=nb_classes, **kw)
     except TypeError as exc:
-        raise ScenarioError(f"bad arch_params for '{architecture}': {exc}") from None
-    allowed = list(BUILTIN_ARCHITECTURES)
-    raise ScenarioError(f"unknown architecture '{architecture}'.{did_you_mean(architecture, allowed)} Use one of "
-                        f"{', '.join(allowed)}, timm:NAME, torchvision:NAME or package.module:callable.")
+        raise ScenarioError(f"bad arch_params for '{architecture}': {exc}", path=f"{section}.arch_params") from None
+    if ":" in architecture:
+        fn = architectures.load_user_callable(architecture, base_dir, where)
+        call_kw = architectures.call_keywords(fn, architecture, tuple(input_shape), nb_classes, kw, section)
+        try:
+            net = fn(**call_kw)
+        except Exception as exc:  # user code: say whose call failed, with what
+            raise ScenarioError(f"{architecture}({', '.join(f'{k}={short_repr(v, 40)}' for k, v in call_kw.items())}) "
+                                f"raised {type(exc).__name__}: {clip(str(exc), 300)}", path=where) from None
+        if not isinstance(net, nn.Module):
+            raise ScenarioError(f"{architecture} returned a {type(net).__name__}, not a torch.nn.Module.", path=where)
+        return net
+    raise architectures.unknown_architecture(architecture, where)
 
 
 def train_steps(n_samples: int, epochs: int, batch_size: int, min_steps: int, max_steps: int) -> int:
