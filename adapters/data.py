@@ -18,18 +18,18 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from stealcheck.datasets import DataContext, Dataset, scenario_path, stratified_split
 from stealcheck.errors import ScenarioError, did_you_mean, short_repr
 from stealcheck.preflight import DataFacts, clip, folder, regular_file
-from stealcheck.registry import data_sources
+from stealcheck.registry import FloatPair, PARAMS_CONFIG, data_sources
 
 
 class SplitParams(BaseModel):
     """Parameters shared by every finite data source."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     split: Literal["all", "train", "test", "holdout"] = Field(
         "all", description="which part of a stratified split to use: train / test, and holdout (carved out of "
         "the train part when holdout_fraction > 0, e.g. an attacker's few in-distribution samples)")
@@ -149,7 +149,7 @@ def _label_facts(labels: np.ndarray, p: SplitParams, path: str | None, what: str
     return len(values), max_label
 
 
-def fit_images(x: np.ndarray, shape: tuple[int, ...], value_range: tuple[float, float], *,
+def fit_images(x: np.ndarray, shape: tuple[int, ...], value_range: FloatPair, *,
                pad_fraction: float = 0.0) -> np.ndarray:
     """Adapt images (N,C,H,W) in [0,1] to ``shape`` (C,H,W) and ``value_range``.
 
@@ -235,7 +235,7 @@ def digits(params: DigitsParams, ctx: DataContext) -> Dataset:
 
 
 class NoiseParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     size: int = Field(10000, gt=0, description="number of samples")
 
 

@@ -13,11 +13,11 @@ import math
 import string
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from stealcheck.datasets import DataContext, Dataset
 from stealcheck.errors import ScenarioError
-from stealcheck.registry import data_sources
+from stealcheck.registry import FloatPair, PARAMS_CONFIG, data_sources
 
 from stealcheck.preflight import DataFacts
 
@@ -33,12 +33,12 @@ _FONT_SIZE = 44
 class GlyphParams(BaseModel):
     """Parameters of the glyph outlier set."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = PARAMS_CONFIG
     size: int = Field(5000, gt=0, description="number of samples")
     alphabet: str = Field(string.ascii_letters, min_length=1,
                           description="characters to render, each once; label = its index here (digits are left "
                           "out by default: they would be in-distribution for a digit classifier)")
-    scale: tuple[float, float] = Field((0.7, 1.1), description="range of the random scale factor (1 = capitals "
+    scale: FloatPair = Field((0.7, 1.1), description="range of the random scale factor (1 = capitals "
                                        "about 20/28 of the image high)")
     rotation: float = Field(15.0, ge=0, le=180, description="maximum rotation in degrees, either way")
     shift: float = Field(0.1, ge=0, le=0.5, description="maximum translation as a fraction of the image side, "

@@ -10,8 +10,8 @@ import numpy as np
 from art.estimators.classification import SklearnClassifier
 
 from stealcheck.cache import file_digest, fingerprint
-from stealcheck.datasets import scenario_path
 from stealcheck.errors import ScenarioError
+from stealcheck.preflight import regular_file
 from stealcheck.victim import Victim, VictimContext
 from .specs import SklearnVictimParams
 
@@ -91,10 +91,11 @@ class SklearnVictim:
 
         info: dict[str, Any] = {}
         if p.path is not None:
-            path = scenario_path(p.path, ctx.base_dir)
+            path = regular_file(p.path, ctx.base_dir, "model file", "victim.path")
             if not p.trust_pickle:
-                raise ScenarioError("loading a pickle/joblib file runs code from it; set trust_pickle: true only if "
-                                    "you trust where the file came from.", path="victim.trust_pickle")
+                raise ScenarioError(f"victim.path names a pickle/joblib file ({path}), and loading one runs code from "
+                                    "the file. stealcheck loads it only with trust_pickle: true; set that only if you "
+                                    "trust where the file came from.", path="victim.trust_pickle")
             if not path.exists():
                 raise ScenarioError(f"model file not found: {path}", path="victim.path")
             model = joblib.load(path)  # opt-in above: trust_pickle
@@ -126,7 +127,7 @@ class SklearnVictim:
             info["cache_key"] = key
         if not hasattr(model, "predict_proba"):
             raise ScenarioError(f"{type(model).__name__} has no predict_proba; stealcheck needs probabilities "
-                                "(for SVC set probability=True).")
+                                "(for SVC set probability=True).", path="victim.path" if p.path else "victim.model")
         from sklearn.tree import DecisionTreeClassifier
 
         nb_classes = len(model.classes_)

@@ -59,7 +59,7 @@ class TorchVictim:
             if p.nb_classes is None:
                 raise ScenarioError("nb_classes is required when weights are given.", path="victim.nb_classes")
             nb_classes = p.nb_classes
-            net = build_network(p.architecture, shape, nb_classes, p.arch_params)
+            net = build_network(p.architecture, shape, nb_classes, p.arch_params, base_dir=ctx.base_dir)
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 net.load_state_dict(state)
@@ -77,7 +77,7 @@ class TorchVictim:
                                "data": ctx.data_fingerprint("victim_train"), "seed": ctx.seed,
                                "recipe": TRAINING_RECIPE_VERSION, "torch": torch.__version__})
             torch.manual_seed(ctx.seed)
-            net = build_network(p.architecture, shape, nb_classes, p.arch_params)
+            net = build_network(p.architecture, shape, nb_classes, p.arch_params, base_dir=ctx.base_dir)
             model = nn.Sequential(norm, net) if norm is not None else net
             entry = ctx.cache.path("victims", key)
             if p.cache and ctx.cache.has("victims", key):
@@ -98,7 +98,7 @@ class TorchVictim:
         classifier = _wrap(model, p, nb_classes)
 
         def network_factory() -> nn.Module:
-            net = build_network(p.architecture, shape, nb_classes, p.arch_params)
+            net = build_network(p.architecture, shape, nb_classes, p.arch_params, base_dir=ctx.base_dir)
             return nn.Sequential(_normalizer(p.input), net) if p.input.mean is not None else net
 
         arch_desc = p.architecture + (f"({', '.join(f'{k}={v}' for k, v in p.arch_params.items())})"

@@ -8,14 +8,19 @@ Exit codes: 0 success; 1 the run finished but an expectation gate failed; 2 inva
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import traceback
 from pathlib import Path
 
-from .errors import ScenarioError
+from .errors import ScenarioError, did_you_mean
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_INVALID, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-LIST_KINDS = ("attacks", "defences", "detectors", "victims", "data", "metrics")
+LIST_KINDS = ("attacks", "defences", "detectors", "victims", "data", "metrics", "scenarios")
+#: Other spellings `stealcheck list` accepts for a kind.
+LIST_ALIASES = {"attack": "attacks", "defence": "defences", "defense": "defences", "defenses": "defences",
+                "detector": "detectors", "victim": "victims", "sources": "data", "source": "data",
+                "metric": "metrics", "scenario": "scenarios"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--debug", action="store_true", help="show tracebacks")
 
     lst = sub.add_parser("list", help="list registered plugins and their parameters")
-    lst.add_argument("kind", nargs="?", choices=LIST_KINDS, help="only this kind of plugin")
+    lst.add_argument("kind", nargs="?", metavar="KIND", help="only this kind: " + ", ".join(LIST_KINDS)
+                     + " (singular works too)")
     lst.add_argument("--debug", action="store_true", help="show tracebacks")
 
     rep = sub.add_parser("report", help="rebuild report.html of a run folder from its results (no re-run)")
@@ -55,7 +61,11 @@ def _version() -> str:
 
 
 def resolve_scenario_path(name: str) -> Path:
-    """A path, or the name of a scenario shipped in stealcheck.scenarios."""
+    """A path, or the name of a scenario shipped in stealcheck.scenarios.
+
+    A name that is neither raises ScenarioError with the closest shipped name
+    (``stealcheck run quickstrat`` suggests ``quickstart``).
+    """
     path = Path(name)
     if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name:
         return path
@@ -64,7 +74,9 @@ def resolve_scenario_path(name: str) -> Path:
     shipped = resources.files("stealcheck.scenarios") / f"{name}.yaml"
     if shipped.is_file():
         return Path(str(shipped))
-    return path
+    names = shipped_scenarios()
+    raise ScenarioError(f"no scenario file '{name}' and no shipped scenario of that name.{did_you_mean(name, names)} "
+                        f"Shipped scenarios: {', '.join(names)}; or give the path of a YAML file.")
 
 
 def shipped_scenarios() -> list[str]:
@@ -73,10 +85,23 @@ def shipped_scenarios() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("stealcheck.scenarios").iterdir() if p.name.endswith(".yaml"))
 
 
-def cmd_validate(args) -> int:
+def load_and_check(name: str):
+    """Load a scenario and run every check that needs no training: the schema, cross-checks, and the
+    pre-flight checks of files, user code and data shapes (:mod:`.preflight`). What `validate` does,
+    and what `run` does before it creates the run folder."""
+    from .preflight import check_inputs
     from .scenario import load_scenario
 
-    scenario = load_scenario(resolve_scenario_path(args.scenario))
+    scenario = load_scenario(resolve_scenario_path(name))
+    try:
+        check_inputs(scenario)
+    except ScenarioError as exc:
+        raise scenario.locate(exc) from None
+    return scenario
+
+
+def cmd_validate(args) -> int:
+    scenario = load_and_check(args.scenario)
     print(f"{args.scenario}: valid. {len(scenario.attacks)} attack(s) x {len(scenario.defences)} defence(s) x "
           f"{len(scenario.model.seeds)} seed(s), budgets {scenario.model.budgets}, "
           f"{len(scenario.model.expect)} gate(s).")
@@ -86,14 +111,13 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from .gates import format_gate_table
     from .runner import run_scenario
-    from .scenario import load_scenario
 
-    scenario = load_scenario(resolve_scenario_path(args.scenario))
+    scenario = load_and_check(args.scenario)
     try:
         outcome = run_scenario(scenario, out_dir=args.out, resume=args.resume, quiet=args.quiet,
                                fresh=args.fresh)
-    except ScenarioError:
-        raise
+    except ScenarioError as exc:
+        raise scenario.locate(exc) from None
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
@@ -118,21 +142,37 @@ def cmd_run(args) -> int:
 def cmd_list(args) -> int:
     from . import registry
 
-    kinds = [args.kind] if args.kind else list(LIST_KINDS)
-    for kind in kinds:
-        reg = registry.REGISTRIES[kind]
-        print(f"{kind}:")
+    kind = LIST_ALIASES.get(args.kind, args.kind) if args.kind else None
+    if kind is not None and kind not in LIST_KINDS:
+        raise ScenarioError(f"unknown kind '{args.kind}'.{did_you_mean(args.kind, LIST_KINDS + tuple(LIST_ALIASES))} "
+                            f"Allowed: {', '.join(LIST_KINDS)}.")
+    width = max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
+    kinds = [kind] if kind else [k for k in LIST_KINDS if k != "scenarios"]
+    for name in kinds:
+        if name == "scenarios":
+            continue
+        reg = registry.REGISTRIES[name]
+        print(f"{name}:")
         items = reg.items()
         if not items:
             print("  (none yet)")
         for info in items:
-            print(f"  {info.name:<18} {info.description}")
+            print(_wrapped(f"{info.name:<18} ", info.description, width, indent=2, hang=19))
             for pname, tname, default, desc in info.param_table():
-                print(f"      {pname}: {tname} = {default}" + (f"  -- {desc}" if desc else ""))
+                print(_wrapped(f"{pname}: {tname} = {default}", f"  -- {desc}" if desc else "", width, indent=6,
+                               hang=4))
         print()
-    if not args.kind:
-        print("shipped scenarios: " + ", ".join(shipped_scenarios()))
+    if kind in (None, "scenarios"):
+        print("shipped scenarios (stealcheck run NAME): " + ", ".join(shipped_scenarios()))
     return EXIT_OK
+
+
+def _wrapped(head: str, text: str, width: int, indent: int, hang: int) -> str:
+    """``head`` then ``text``, wrapped to ``width``; continuation lines are indented ``hang`` more."""
+    import textwrap
+
+    return textwrap.fill(head + text, width=width, initial_indent=" " * indent,
+                         subsequent_indent=" " * (indent + hang), break_on_hyphens=False)
 
 
 def cmd_report(args) -> int:

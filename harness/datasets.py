@@ -16,6 +16,8 @@ class DataContext:
     input_range: tuple[float, float]
     seed: int
     base_dir: str = "."
+    #: the data set's role under ``data:`` (its key path is ``data.ROLE``), for error messages
+    role: str | None = None
 
 
 @dataclass

@@ -4,6 +4,7 @@ the gates and writes the report."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import logging.handlers
@@ -117,7 +118,7 @@ class _Data:
                 raise ScenarioError(f"this scenario needs a data set '{role}'.", path="data")
             ref = self.scenario.data[role]
             info = registry.data_sources.get(ref.source)
-            ds = info.obj(ref.params, self.ctx)
+            ds = info.obj(ref.params, dataclasses.replace(self.ctx, role=role))
             if len(ds) == 0:
                 raise ScenarioError(f"data set '{role}' ({ref.source}) is empty.", path=f"data.{role}")
             self._loaded[role] = ds
@@ -542,7 +543,8 @@ def _execute(scenario: Scenario, prepared: _Prepared, run_dir: Path, store: Resu
             oracle=oracle, pool=pool, budgets=budgets, thief_spec=m.thief, seed=seed, progress=progress,
             load_data=data, detectors={i: f.detector for i, f in fitted.items()},
             make_thief=lambda: make_thief(m.thief, thief_arch, thief_arch_params, victim.input_shape,
-                                          victim.nb_classes, victim.clip_values, seed, progress=progress))
+                                          victim.nb_classes, victim.clip_values, seed, progress=progress,
+                                          base_dir=data.ctx.base_dir))
         attack = registry.attacks.get(a.plugin).obj(a.params)
         elapsed = 0.0
         tick = time.perf_counter()
@@ -643,7 +645,8 @@ def _detection_phase(scenario: Scenario, run_dir: Path, store: ResultsStore, don
                 oracle=oracle, pool=pool, budgets=budgets, thief_spec=m.thief, seed=seed, progress=progress,
                 load_data=data, detectors={i: f.detector for i, f in fitted.items()},
                 make_thief=lambda: make_thief(m.thief, thief_arch, thief_arch_params, victim.input_shape,
-                                              victim.nb_classes, victim.clip_values, seed, progress=progress))
+                                              victim.nb_classes, victim.clip_values, seed, progress=progress,
+                                              base_dir=data.ctx.base_dir))
 
         key_parts = {"victim": victim_identity, "output": [scenario.victim.output, scenario.victim.top_k],
                      "seed": seed, "thief": summary["thief"],

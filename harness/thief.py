@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -60,10 +62,10 @@ class ThiefClassifier(PyTorchClassifier):
 
 def make_thief(spec: ThiefSpec, architecture: str, arch_params: dict, input_shape: tuple[int, ...],
                nb_classes: int, clip_values: tuple[float, float], seed: int, progress: bool = False,
-               normalize: nn.Module | None = None) -> ThiefClassifier:
-    """A freshly initialised thief (seeded)."""
+               normalize: nn.Module | None = None, base_dir: str | Path | None = None) -> ThiefClassifier:
+    """A freshly initialised thief (seeded); ``base_dir`` is the scenario's folder (user architectures)."""
     torch.manual_seed(seed)
-    net = build_network(architecture, input_shape, nb_classes, arch_params)
+    net = build_network(architecture, input_shape, nb_classes, arch_params, base_dir=base_dir, section="thief")
     if normalize is not None:
         net = nn.Sequential(normalize, net)
     return ThiefClassifier(net, input_shape, nb_classes, clip_values, spec, seed, progress)
