@@ -322,7 +322,7 @@ def compare(a: Estimate, b: Estimate) -> str | None:
 
 
 def overlap(a: Estimate, b: Estimate) -> bool:
-    """Whether two intervals overlap (a statistical tie); True when either is unknown, since a tie cannot be ruled out."""
+    """Whether two intervals overlap (a statistical tie); True when either is unknown: a tie cannot be ruled out."""
     return not (a.has_interval and b.has_interval) or (a.low <= b.high and b.low <= a.high)
 
 
@@ -482,7 +482,8 @@ def header_context(summary: Mapping[str, Any], data: RunData) -> dict[str, Any]:
         ("Victim test accuracy", fmt(victim.get("test_accuracy")) if victim.get("test_accuracy") is not None
          else None),
         ("Attacks × defences", f"{len(data.attacks)} × {len(data.defences)}" if data.attacks else None),
-        ("Query budgets", ", ".join(fmt_budget(b) for b in as_list(summary.get("budgets")) or data.budgets) or None),
+        # the budgets measured (attacks may have budgets of their own), else the scenario's
+        ("Query budgets", ", ".join(fmt_budget(b) for b in data.budgets or as_list(summary.get("budgets"))) or None),
         ("Seeds", ", ".join(str(s) for s in as_list(summary.get("seeds"))) or None),
         ("Test samples (n)", f"{data.test_size:,}" if data.test_size else "n unknown"),
         ("Cells done", f"{cells.get('done', DASH)} / {cells.get('total', DASH)}" if cells else None),
@@ -521,8 +522,8 @@ def headline(data: RunData) -> str | None:
         scored = [(data.cell(d, a, top(a), FIDELITY)[0], a, d) for a in measured for d in data.defences]
         if not scored:
             return None
-        f, a, d = max(scored)
-        return (f"{at}, the highest fidelity is {config_label(a)}'s behind {config_label(d)}: "
+        _, a, d = max(scored)
+        return (f"{at}, the closest copy comes from {config_label(a)} behind {config_label(d)}: fidelity "
                 f"{fmt_estimate(data.estimate(d, a, top(a), FIDELITY))}. The run has no undefended baseline "
                 f"(defence 'none'), so no defence can be judged against it.")
     attacks = measured or [a for a in data.attacks if math.isfinite(data.cell(base, a, top(a), FIDELITY)[0])]

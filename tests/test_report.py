@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from stealcheck.cli import main
-from stealcheck.reports import build_report
-from stealcheck.reports.html import estimate, fmt, fmt_duration, fmt_estimate
-from stealcheck.results import ResultsStore, write_summary
+from stealcheck.reports import build_report, plots
+from stealcheck.reports.html import (compare, config_label, estimate, fmt, fmt_duration, fmt_estimate, relabel,
+                                     wilson_interval)
+from stealcheck.results import ResultsStore, read_summary, write_summary
 
 DEFENCES = {"none": "none", "rounded:decimals=1": "rounded"}
 ATTACKS = {"knockoff:strategy=random": "knockoff", "copycat": "copycat"}
@@ -383,9 +384,6 @@ def test_report_without_detection_has_no_detection_sections(run_dir: Path):
 
 # ---------------------------------------------------------------- issue 13 §5: a report an auditor can trust
 
-from stealcheck.reports import plots  # noqa: E402
-from stealcheck.reports.html import compare, config_label, relabel, wilson_interval  # noqa: E402
-
 
 def one_seed_run(tmp_path: Path, fidelity: dict[str, dict[str, float]], *, test_samples: int | None = 1000,
                  budget: int = 1500) -> Path:
@@ -522,8 +520,9 @@ def test_labels_replace_raw_ids_everywhere_shown(detection_run_dir: Path):
     assert config_label("reverse_sigmoid:beta=1.0,gamma=0.2") == "reverse_sigmoid (beta 1.0, gamma 0.2)"
     assert config_label("copycat") == "copycat" and config_label("eqsolve-basis") == "eqsolve-basis"
     assert config_label("x:sizes=[1, 2],mode=fast") == "x (sizes [1, 2], fast)"
-    assert relabel("knockoff:strategy=random vs rounded:decimals=1 @ 200: 0.47",
-                   ["knockoff:strategy=random", "rounded:decimals=1"]) == "knockoff (random) vs rounded (decimals 1) @ 200: 0.47"
+    assert (relabel("knockoff:strategy=random vs rounded:decimals=1 @ 200: 0.47",
+                    ["knockoff:strategy=random", "rounded:decimals=1"])
+            == "knockoff (random) vs rounded (decimals 1) @ 200: 0.47")
     html = build_report(detection_run_dir).read_text(encoding="utf-8")
     shown = visible_text(html[:html.index('<section id="provenance">')])
     assert "strategy=" not in shown and "decimals=" not in shown
@@ -609,8 +608,6 @@ def test_auroc_below_chance_is_called_inverted(detection_run_dir: Path):
 
 
 def test_fusion_signals_are_shown_when_recorded(detection_run_dir: Path):
-    from stealcheck.results import read_summary
-
     summary = read_summary(detection_run_dir)
     summary["detectors"]["fusion"] = {"plugin": "fusion", "fit_seconds": 3.0, "from_cache": False,
                                       "per_client": False, "replaces_victim": False,
@@ -627,3 +624,19 @@ def test_fusion_signals_are_shown_when_recorded(detection_run_dir: Path):
 
 def test_no_fusion_no_signals_table(detection_run_dir: Path):
     assert 'id="detection-signals"' not in build_report(detection_run_dir).read_text(encoding="utf-8")
+
+
+def test_query_budgets_fact_lists_every_measured_budget(tmp_path: Path):
+    # Attacks with budgets of their own (Tramèr): the scenario's default budgets alone would say "31".
+    run = one_seed_run(tmp_path, {"copycat": {"none": 0.8}}, budget=651)
+    summary = read_summary(run)
+    summary["budgets"] = [31]
+    write_summary(run, summary)
+    assert "Query budgets</dt><dd>651</dd>" in build_report(run).read_text(encoding="utf-8")
+
+
+def test_without_a_baseline_no_defence_is_judged(tmp_path: Path):
+    run = one_seed_run(tmp_path, {"copycat": {"rounded:decimals=1": 0.8, "label_only": 0.3}})
+    headline = key_finding(build_report(run).read_text(encoding="utf-8"))
+    assert headline.startswith("At 1,500 queries, the closest copy comes from copycat behind rounded (decimals 1)")
+    assert "no undefended baseline" in headline and "most effective" not in headline
