@@ -452,7 +452,8 @@ def _execute(scenario: Scenario, prepared: _Prepared, run_dir: Path, store: Resu
         dctx = dt.detector_context(victim, defender, cache, victim_identity, m.data_seed, progress)
         fitted = dt.fit_detectors(scenario, dctx, cache, victim_identity, summary["stealcheck_version"])
         summary["detectors"] = {i: {"plugin": f.ref.plugin, "fit_seconds": f.fit_seconds, "from_cache": f.from_cache,
-                                    "per_client": f.per_client, "replaces_victim": f.detector.replaces_victim}
+                                    "per_client": f.per_client, "replaces_victim": f.detector.replaces_victim,
+                                    **f.detector.summary()}
                                 for i, f in fitted.items()}
         summary["detection"] = {**m.detection.model_dump(mode="json"),
                                 "benign": defender.evaluation.name, "benign_samples": len(defender.evaluation),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -91,6 +93,9 @@ def test_letters_proxy_and_adaptive_knockoff_end_to_end(tmp_path, monkeypatch):
     assert auroc["stealthy"] < auroc["knockoff"] - 0.1
     fid = frame[(frame["kind"] == "extraction") & (frame["metric"] == "fidelity")]
     assert set(fid["attack"]) == {"knockoff", "letters", "stealthy"}
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["detectors"]["fusion"]["signals"][0] == "pixel_density"  # what the report's signals table reads
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Adaptive attacker: copy quality vs. detection" in html
+    assert "Signals the fusion detectors used" in html
     assert "Best fidelity with fusion AUROC below 70%" in html

@@ -91,6 +91,21 @@ def test_default_signals_follow_what_the_victim_exposes(setting):
         _make({"signals": ["feature_knn"]}).fit(black_box)
 
 
+def test_the_report_learns_which_signals_were_used_and_why_others_were_not(setting, fitted):
+    """fusion drops feature_knn silently without a network; its summary says so for the report."""
+    ctx = setting[0]
+    assert fitted.summary() == {"signals": ["pixel_density", "intensity_knn", "energy", "feature_knn"],
+                                "signals_dropped": {}}
+    black_box = DetectorContext(predict_proba=ctx.predict_proba, nb_classes=10, input_shape=SHAPE,
+                                clip_values=(0.0, 1.0), train=ctx.train, calibration=ctx.calibration)
+    det = _make()
+    det.setup(black_box)
+    summary = det.summary()
+    assert summary["signals"] == ["pixel_density", "intensity_knn", "msp"]
+    assert set(summary["signals_dropped"]) == {"energy", "feature_knn"}
+    assert "msp used instead" in summary["signals_dropped"]["energy"]
+
+
 def test_fit_refuses_attack_data_and_labels(setting, fitted):
     ctx, _, jbda_like, _ = setting
     with pytest.raises(TypeError, match="never on attack queries"):

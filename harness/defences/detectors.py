@@ -108,6 +108,10 @@ class Detector(ABC):
     def score(self, x: np.ndarray) -> np.ndarray:
         """Suspicion score per query (higher = more likely an extraction query)."""
 
+    def summary(self) -> dict[str, Any]:
+        """What the report should know about this fitted detector beyond its scores (JSON-able)."""
+        return {}
+
     def state(self) -> dict[str, Any]:
         """Tensors / arrays / numbers that, with the params, rebuild the fitted detector."""
         return {}

@@ -112,6 +112,22 @@ def resolve_signals(params: FusionParams, ctx: DetectorContext) -> list[str]:
     return list(params.signals)
 
 
+def left_out_signals(params: FusionParams, ctx: DetectorContext) -> dict[str, str]:
+    """Default signals this victim does not allow, with the reason (empty when signals are given)."""
+    if params.signals is not None:
+        return {}
+    has_net = ctx.victim_network is not None and last_linear(ctx.victim_network) is not None
+    out = {}
+    if len(ctx.input_shape) != 3:
+        out["intensity_knn"] = "not an image input"
+    if not (ctx.logits is not None or has_net):
+        out["energy"] = "no logits (black-box probabilities): msp used instead"
+    if not has_net:
+        out["feature_knn"] = ("no victim network" if ctx.victim_network is None
+                              else "the victim network has no final nn.Linear layer")
+    return out
+
+
 def combine(z: np.ndarray, rule: str, precision: np.ndarray | None = None) -> np.ndarray:
     """Combine standardised signals ``z`` (n, k) into one score per row."""
     if rule == "max":
@@ -141,6 +157,7 @@ class FusionDetector(Detector):
     def setup(self, ctx: DetectorContext) -> None:
         super().setup(ctx)
         self.signals_ = resolve_signals(self.params, ctx)
+        self.signals_left_out_ = left_out_signals(self.params, ctx)
         net = ctx.victim_network
         self.net_ = net.eval() if net is not None else None
         self.head_ = last_linear(net) if net is not None else None
@@ -376,6 +393,10 @@ class FusionDetector(Detector):
         return self.score(x) > self.threshold_
 
     # -- persistence ---------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """The signals actually fused, and the default ones this victim did not allow (with why)."""
+        return {"signals": list(self.signals_), "signals_dropped": dict(self.signals_left_out_)}
+
     def state(self) -> dict[str, Any]:
         def t(a: np.ndarray | None) -> torch.Tensor | None:
             return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
