@@ -10,7 +10,6 @@ construct (``!!int abc``).
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -152,8 +151,10 @@ def _read_text(path: Path) -> str:
         info = path.stat()
     except FileNotFoundError:
         raise ScenarioError(f"file not found: {path}") from None
-    except OSError as exc:
+    except OSError as exc:  # e.g. a symlink loop, a name too long
         raise ScenarioError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError:  # os.stat refuses a NUL character in the name
+        raise ScenarioError(f"cannot read {str(path)!r}: a file name cannot contain a NUL character") from None
     if stat.S_ISDIR(info.st_mode):
         raise ScenarioError(f"{path} is a directory; expected a scenario YAML file")
     if not stat.S_ISREG(info.st_mode):

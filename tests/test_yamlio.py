@@ -157,6 +157,14 @@ def test_directory_missing_and_oversized_files_are_refused(tmp_path, monkeypatch
     assert "at most 100" in err.message
 
 
+def test_unreadable_names_are_refused(tmp_path):
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to(tmp_path / "loop.yaml")
+    assert "cannot read" in _error(loop).message
+    assert "cannot read" in _error(tmp_path / ("x" * 5000 + ".yaml")).message  # name too long
+    assert "NUL" in _error(str(tmp_path / "a\x00.yaml")).message
+
+
 def test_empty_file_is_none(tmp_path):
     assert load_yaml(_write(tmp_path, "")) == (None, {})
 
