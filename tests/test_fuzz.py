@@ -331,6 +331,8 @@ SPECIFIC_CASES: dict[str, tuple[str, list[str]]] = {
     "victim.arch": (_quickstart_with(lambda d: d["victim"].update(arch="mlp")),
                     ["unknown key 'arch'", "Did you mean 'architecture'?"]),
     "numeric victim key": (_quickstart_with(lambda d: d["victim"].update({5: "x"})), ["key 5", "victim.5"]),
+    "numeric thief key": (_quickstart_with(lambda d: d["thief"].update({5: 1})), ["key 5", "thief.5", "a name"]),
+    "null output key": (_quickstart_with(_set(("output",), {None: 1})), ["key null must", "output.None", "a name"]),
     "huge value": (_quickstart_with(_set(("thief", "epochs"), "x" * 100_000)), ["characters)"]),
     "huge budgets": (_quickstart_with(_set(("budgets",), [-1] * 20_000)), ["budgets"]),
     "plugins ''": (_quickstart_with(_set(("plugins",), [""])), ["plugins"]),
@@ -355,6 +357,7 @@ def test_multi_error_message_keeps_each_key_path(tmp_path, capsys):
     code, err = validate(path, capsys)
     assert code == 2
     assert "at 'thief.epochs'" in err and "thief.min_steps:" in err and "thief.lr:" in err
+    assert ".;" not in err
 
 
 def test_numeric_yaml_key_points_at_its_line(tmp_path, capsys):
