@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", help="run folder (default: <output.dir>/<name>/<timestamp>)")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run (the one in --out, else the latest unfinished one)")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--quiet", action="store_true", help="no progress output (a bar on a terminal, one line per cell otherwise); warnings still show")
     run.add_argument("--fresh", action="store_true",
                      help="ignore cached victims and cell results and recompute everything (fresh ones are cached)")
     run.add_argument("--debug", action="store_true", help="show tracebacks")

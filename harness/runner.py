@@ -156,6 +156,13 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, resum
     held = logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1)  # flushed by hand
     log.addHandler(held)
     log.setLevel(logging.INFO)
+    terminal = TerminalWarnings()
+    log.addHandler(terminal)
+    # Libraries' warnings (e.g. scikit-learn's ConvergenceWarning) go to run.log, not the terminal.
+    logging.captureWarnings(True)
+    py_warnings = logging.getLogger("py.warnings")
+    py_warnings.propagate = False
+    py_warnings.addHandler(held)
     handler: logging.Handler | None = None
     made: list[Path] | None = None  # the folders this session made, once it made the run folder
     try:
@@ -167,7 +174,9 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, resum
         held.setTarget(handler)
         held.flush()
         log.removeHandler(held)
+        py_warnings.removeHandler(held)
         log.addHandler(handler)
+        py_warnings.addHandler(handler)
         return _run(scenario, prepared, run_dir, resume, quiet, clock_start)
     except ScenarioError:
         if made is not None and not resume and not ResultsStore(run_dir).done_cells():
@@ -175,14 +184,30 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, resum
             _discard_run_dir(run_dir, made)
         raise
     finally:
-        _close_log(held, handler)
+        _close_log(held, handler, terminal)
+        logging.captureWarnings(False)
 
 
 def _close_log(*handlers: logging.Handler | None) -> None:
     for h in handlers:
         if h is not None:
             log.removeHandler(h)
+            logging.getLogger("py.warnings").removeHandler(h)
             h.close()
+
+
+class TerminalWarnings(logging.Handler):
+    """stealcheck's own warnings (e.g. an ill-conditioned equation solve) reach the terminal too, one
+    line each, through tqdm so that a progress bar is not broken; run.log keeps them with the rest."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(f"stealcheck: warning: {record.getMessage()}", file=sys.stderr)
+        except Exception:  # a closed or odd stderr must not fail the run
+            self.handleError(record)
 
 
 def _discard_run_dir(run_dir: Path, made: list[Path]) -> None:
