@@ -40,9 +40,11 @@ class TorchVictimParams(BaseModel):
     cache: bool = Field(True, description="cache the trained victim")
 
 
-victims.declare("torch", "stealcheck.adapters.torch_victim:TorchVictim",
-    summary='A PyTorch model: built-in conv3/mlp/resnet18, any timm or torchvision model, or your own callable.', params=TorchVictimParams,
-    needs_training_data=lambda p: p.weights is None)
+victims.declare(
+    "torch", "stealcheck.adapters.torch_victim:TorchVictim",
+    params=TorchVictimParams,
+    needs_training_data=lambda p: p.weights is None,
+    summary="A PyTorch model: built-in conv3/mlp/resnet18, any timm or torchvision model, or your own callable.")
 
 
 # ---------------------------------------------------------------- sklearn_victim
@@ -76,6 +78,9 @@ def sklearn_supports_output(p: SklearnVictimParams, mode: str) -> bool:
     return True
 
 
-victims.declare("sklearn", "stealcheck.adapters.sklearn_victim:SklearnVictim",
-    summary='A scikit-learn classifier with predict_proba: trained here, or loaded from a trusted pickle/joblib file.', params=SklearnVictimParams,
-    needs_training_data=lambda p: p.path is None, supports_output=sklearn_supports_output)
+victims.declare(
+    "sklearn", "stealcheck.adapters.sklearn_victim:SklearnVictim",
+    params=SklearnVictimParams,
+    needs_training_data=lambda p: p.path is None,
+    supports_output=sklearn_supports_output,
+    summary="A scikit-learn classifier with predict_proba: trained here, or loaded from a trusted pickle/joblib file.")

@@ -66,8 +66,14 @@ def resolve_scenario_path(name: str) -> Path:
     A name that is neither raises ScenarioError with the closest shipped name
     (``stealcheck run quickstrat`` suggests ``quickstart``).
     """
+    if not name.strip() or "\x00" in name:
+        raise ScenarioError(f"give a scenario: a YAML file or the name of a shipped scenario; got {name!r}.")
     path = Path(name)
-    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name:
+    try:
+        exists = path.exists()
+    except OSError:  # e.g. a name longer than the file system allows: yamlio says why it cannot be read
+        exists = True
+    if exists or path.suffix in (".yaml", ".yml") or "/" in name:
         return path
     from importlib import resources
 
@@ -75,7 +81,7 @@ def resolve_scenario_path(name: str) -> Path:
     if shipped.is_file():
         return Path(str(shipped))
     names = shipped_scenarios()
-    raise ScenarioError(f"no scenario file '{name}' and no shipped scenario of that name.{did_you_mean(name, names)} "
+    raise ScenarioError(f"no scenario file {name!r} and no shipped scenario of that name.{did_you_mean(name, names)} "
                         f"Shipped scenarios: {', '.join(names)}; or give the path of a YAML file.")
 
 
@@ -144,7 +150,7 @@ def cmd_list(args) -> int:
 
     kind = LIST_ALIASES.get(args.kind, args.kind) if args.kind else None
     if kind is not None and kind not in LIST_KINDS:
-        raise ScenarioError(f"unknown kind '{args.kind}'.{did_you_mean(args.kind, LIST_KINDS + tuple(LIST_ALIASES))} "
+        raise ScenarioError(f"unknown kind '{args.kind}'.{did_you_mean(args.kind, LIST_KINDS)} "
                             f"Allowed: {', '.join(LIST_KINDS)}.")
     width = max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
     kinds = [kind] if kind else [k for k in LIST_KINDS if k != "scenarios"]

@@ -97,8 +97,8 @@ def split_plugin_item(item: Any, section: str, extra_keys: tuple[str, ...] = ())
             (name, params), = item.items()
             if not isinstance(name, str):
                 raise ScenarioError(f"a plugin name must be a string, got {short_repr(name)}.", path=section)
-            return None, name, _params_mapping(params, section, f"the parameters of '{name}'",
-                                               f" (e.g. {{{name}: {{key: value}}}}, or {{{name}: null}} for the defaults)")
+            example = f" (e.g. {{{name}: {{key: value}}}}, or {{{name}: null}} for the defaults)"
+            return None, name, _params_mapping(params, section, f"the parameters of '{name}'", example)
     raise ScenarioError(
         "expected a plugin name, a one-key mapping {name: {params}}, or {plugin: name, id: ..., params: {...}}; "
         f"got {short_repr(item)}.",
@@ -152,10 +152,13 @@ def pydantic_to_scenario_error(exc: ValidationError, model: type[BaseModel] | No
         loc = [str(p) for p in err["loc"]]
         given = err.get("input")
         etype = err["type"]
-        if loc and loc[-1] == "[key]":  # a mapping's key failed, e.g. YAML's `5:` where a name belongs
-            loc = loc[:-1]
-            msg = (f"the key {short_repr(given)} ({type(given).__name__}) must be a name (a string)"
-                   f"{(' for ' + what) if what else ''}; quote it if it is meant as text.")
+        # A key that is not a string, e.g. YAML's `5:` where a name belongs: a model's loc ends at
+        # the key (invalid_key), a dict[str, ...]'s at '[key]'.
+        if etype == "invalid_key" or (loc and loc[-1] == "[key]"):
+            loc = loc[:-1] if loc and loc[-1] == "[key]" else loc
+            shown = "null" if given is None else f"{short_repr(given)} ({type(given).__name__})"
+            msg = (f"the key {shown} must be a name (a string){(' for ' + what) if what else ''}; "
+                   "quote it if it is meant as text.")
         elif etype == "extra_forbidden":
             allowed = _allowed_keys(model, err["loc"][:-1])
             key = loc[-1] if loc else "?"
@@ -179,7 +182,8 @@ def pydantic_to_scenario_error(exc: ValidationError, model: type[BaseModel] | No
         messages.append((".".join([prefix] + loc if prefix else loc), msg))
     path, msg = messages[0]
     if len(messages) > 1:
-        msg += f" (and {len(messages) - 1} more problem(s): " + "; ".join(f"{p}: {m}" for p, m in messages[1:3]) + ")"
+        more = "; ".join(f"{p}: {m.rstrip('.')}" for p, m in messages[1:3])
+        msg += f" (and {len(messages) - 1} more problem(s): {more})"
     return ScenarioError(msg, path=path)
 
 
@@ -537,6 +541,9 @@ def build_scenario(data: Any, source: str | None = None) -> Scenario:
         raise ScenarioError(f"a scenario must be a mapping of sections, got {type(data).__name__}.")
     allowed = list(ScenarioModel.model_fields)
     for key in data:
+        if not isinstance(key, str):
+            raise ScenarioError(f"a section name must be a name (a string); got {short_repr(key)} "
+                                f"({type(key).__name__}). Allowed sections: {', '.join(allowed)}.", path=str(key))
         if key not in allowed:
             raise ScenarioError(
                 f"unknown section '{key}'.{did_you_mean(key, allowed)} Allowed sections: {', '.join(allowed)}.",

@@ -282,15 +282,9 @@ ODD_NAMES: dict[str, str] = {
     "NUL in the name": "a\x00.yaml",
     "empty name": "",
 }
-# Known failures outside this test's files, reported to cli.py's owner; remove once fixed.
-_TOO_LONG = "cli.resolve_scenario_path: Path.exists() raises OSError ENAMETOOLONG"
-ODD_NAME_XFAIL = {"name too long": _TOO_LONG, "name too long, .yaml": _TOO_LONG}
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=False, reason=ODD_NAME_XFAIL[c])) if c in ODD_NAME_XFAIL else c
-    for c in ODD_NAMES
-])
+@pytest.mark.parametrize("case", list(ODD_NAMES))
 def test_odd_scenario_names_exit_2(case, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")

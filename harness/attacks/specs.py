@@ -64,18 +64,23 @@ class CopycatParams(BaseModel):
     batch_size_query: int = Field(256, gt=0, description="inputs per query batch sent to the victim")
 
 
-attacks.declare("knockoff", "stealcheck.attacks.art_extraction:KnockoffAttack",
-    summary='KnockoffNets (Orekondy et al. 2019) from ART: query a natural proxy pool, train on the answers.', params=KnockoffParams,
-                  needs_output=lambda p: "probabilities" if p.use_probability else None,
-                  needs_labels=lambda p: p.strategy == "adaptive" and p.pool_data is None,
-                  uses_pool=lambda p: p.pool_data is None,
-                  data_roles=lambda p: [p.pool_data] if p.pool_data else [],
-                  detector_refs=lambda p: [p.avoid_detector] if p.avoid_detector else [],
-                  pool_size=knockoff_pool_size)
+attacks.declare(
+    "knockoff", "stealcheck.attacks.art_extraction:KnockoffAttack",
+    params=KnockoffParams,
+    needs_output=lambda p: "probabilities" if p.use_probability else None,
+    needs_labels=lambda p: p.strategy == "adaptive" and p.pool_data is None,
+    uses_pool=lambda p: p.pool_data is None,
+    data_roles=lambda p: [p.pool_data] if p.pool_data else [],
+    detector_refs=lambda p: [p.avoid_detector] if p.avoid_detector else [],
+    pool_size=knockoff_pool_size,
+    summary="KnockoffNets (Orekondy et al. 2019) from ART: query a natural proxy pool, train on the answers.")
 
-attacks.declare("copycat", "stealcheck.attacks.art_extraction:CopycatAttack",
-    summary="CopycatCNN (Correia-Silva et al. 2018) from ART: label non-problem-domain images with the victim's top class.", params=CopycatParams,
-                  needs_output=lambda p: "probabilities" if p.use_probability else None)
+attacks.declare(
+    "copycat", "stealcheck.attacks.art_extraction:CopycatAttack",
+    params=CopycatParams,
+    needs_output=lambda p: "probabilities" if p.use_probability else None,
+    summary=("CopycatCNN (Correia-Silva et al. 2018) from ART: label non-problem-domain images with the victim's top "
+             "class."))
 
 
 # ---------------------------------------------------------------- jbda
@@ -102,9 +107,13 @@ class JBDAParams(BaseModel):
                                  "range (a digit's black background) where they are; only the others move")
 
 
-attacks.declare("jbda", "stealcheck.attacks.jbda:JBDAAttack",
-    summary="Jacobian-based dataset augmentation (Papernot et al. 2017) with PRADA's jb-self and jb-topk variants.", params=JBDAParams, uses_pool=False, data_roles=lambda p: [p.seed_data],
-                  needs_output=lambda p: "probabilities" if p.use_probability else None)
+attacks.declare(
+    "jbda", "stealcheck.attacks.jbda:JBDAAttack",
+    params=JBDAParams,
+    uses_pool=False,
+    data_roles=lambda p: [p.seed_data],
+    needs_output=lambda p: "probabilities" if p.use_probability else None,
+    summary="Jacobian-based dataset augmentation (Papernot et al. 2017) with PRADA's jb-self and jb-topk variants.")
 
 
 # ---------------------------------------------------------------- data_free
@@ -159,13 +168,22 @@ class MAZEParams(DFMEParams):
     n_replay_steps: int = Field(20, ge=0, description="student steps on replayed queries per iteration (no queries)")
 
 
-attacks.declare("dfme", "stealcheck.attacks.data_free:DFMEAttack",
-    summary='DFME (Truong et al. 2021): data-free extraction with a generator and zeroth-order gradients; no pool needed.', params=DFMEParams, uses_pool=False, needs_output=lambda p: "probabilities",
-                  data_roles=lambda p: [p.stealth_data] if p.stealth_data else [])
+attacks.declare(
+    "dfme", "stealcheck.attacks.data_free:DFMEAttack",
+    params=DFMEParams,
+    uses_pool=False,
+    needs_output=lambda p: "probabilities",
+    data_roles=lambda p: [p.stealth_data] if p.stealth_data else [],
+    summary=("DFME (Truong et al. 2021): data-free extraction with a generator and zeroth-order gradients; no pool "
+             "needed."))
 
-attacks.declare("maze", "stealcheck.attacks.data_free:MAZEAttack",
-    summary='MAZE (Kariyappa et al. 2021): DFME-style data-free extraction with KL loss, 10 directions and replay.', params=MAZEParams, uses_pool=False, needs_output=lambda p: "probabilities",
-                  data_roles=lambda p: [p.stealth_data] if p.stealth_data else [])
+attacks.declare(
+    "maze", "stealcheck.attacks.data_free:MAZEAttack",
+    params=MAZEParams,
+    uses_pool=False,
+    needs_output=lambda p: "probabilities",
+    data_roles=lambda p: [p.stealth_data] if p.stealth_data else [],
+    summary="MAZE (Kariyappa et al. 2021): DFME-style data-free extraction with KL loss, 10 directions and replay.")
 
 
 # ---------------------------------------------------------------- tramer
@@ -240,19 +258,32 @@ class RetrainingParams(BaseModel):
     feature_box: list[FloatPair] | None = FeatureBoxField
 
 
-attacks.declare("equation_solving", "stealcheck.attacks.tramer:EquationSolvingAttack",
-    summary="Tramèr et al.'s equation solving: exact binary LR from d+1 queries; softmax/OvR LR and MLP by cross-entropy fit.", holds_all_queries=True, params=EquationSolvingParams, uses_pool=False,
-                  needs_output=lambda p: "probabilities",
-                  check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
+attacks.declare(
+    "equation_solving", "stealcheck.attacks.tramer:EquationSolvingAttack",
+    params=EquationSolvingParams,
+    holds_all_queries=True,
+    uses_pool=False,
+    needs_output=lambda p: "probabilities",
+    check_victim=lambda p, victim: check_feature_box(p.feature_box, victim),
+    summary=("Tramèr et al.'s equation solving: exact binary LR from d+1 queries; softmax/OvR LR and MLP by cross- "
+             "entropy fit."))
 
-attacks.declare("lowd_meek", "stealcheck.attacks.tramer:LowdMeekAttack",
-    summary='Lowd-Meek label-only attack on binary linear classifiers: sign witnesses and boundary binary searches.', params=LowdMeekParams, uses_pool=False, needs_output=lambda p: None,
-                  check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
+attacks.declare(
+    "lowd_meek", "stealcheck.attacks.tramer:LowdMeekAttack",
+    params=LowdMeekParams,
+    uses_pool=False,
+    needs_output=lambda p: None,
+    check_victim=lambda p, victim: check_feature_box(p.feature_box, victim),
+    summary="Lowd-Meek label-only attack on binary linear classifiers: sign witnesses and boundary binary searches.")
 
-attacks.declare("retraining", "stealcheck.attacks.tramer:RetrainingAttack",
-    summary="Tramèr et al.'s retraining (uniform, line-search, adaptive) on probabilities or labels, for any victim.", holds_all_queries=True, params=RetrainingParams, uses_pool=False,
-                  needs_output=lambda p: "probabilities" if p.use_probability else None,
-                  check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
+attacks.declare(
+    "retraining", "stealcheck.attacks.tramer:RetrainingAttack",
+    params=RetrainingParams,
+    holds_all_queries=True,
+    uses_pool=False,
+    needs_output=lambda p: "probabilities" if p.use_probability else None,
+    check_victim=lambda p, victim: check_feature_box(p.feature_box, victim),
+    summary="Tramèr et al.'s retraining (uniform, line-search, adaptive) on probabilities or labels, for any victim.")
 
 
 # ---------------------------------------------------------------- tramer_trees
@@ -267,6 +298,10 @@ class PathFindingParams(BaseModel):
     feature_box: list[FloatPair] | None = FeatureBoxField
 
 
-attacks.declare("path_finding", "stealcheck.attacks.tramer_trees:PathFindingAttack",
-    summary="Tramèr et al.'s decision-tree path finding against a leaf-id API (output: leaf), complete or top-down.", params=PathFindingParams, uses_pool=False, needs_output=lambda p: "leaf",
-                  check_victim=lambda p, victim: check_feature_box(p.feature_box, victim))
+attacks.declare(
+    "path_finding", "stealcheck.attacks.tramer_trees:PathFindingAttack",
+    params=PathFindingParams,
+    uses_pool=False,
+    needs_output=lambda p: "leaf",
+    check_victim=lambda p, victim: check_feature_box(p.feature_box, victim),
+    summary="Tramèr et al.'s decision-tree path finding against a leaf-id API (output: leaf), complete or top-down.")

@@ -70,26 +70,38 @@ class ChainParams(BaseModel):
         return [s.to_dict() if hasattr(s, "to_dict") else s for s in steps]
 
 
-defences.declare("none", "stealcheck.defences.output_perturbation:NoDefence",
+defences.declare(
+    "none", "stealcheck.defences.output_perturbation:NoDefence",
     summary="No defence: the victim's outputs as they are (the baseline of every report).")
 
-defences.declare("rounded", "stealcheck.defences.output_perturbation:RoundedDefence",
-    summary='Round the probabilities to a few decimals (ART Rounded).', params=RoundedParams)
+defences.declare(
+    "rounded", "stealcheck.defences.output_perturbation:RoundedDefence",
+    params=RoundedParams,
+    summary="Round the probabilities to a few decimals (ART Rounded).")
 
-defences.declare("reverse_sigmoid", "stealcheck.defences.output_perturbation:ReverseSigmoidDefence",
-    summary='Reverse sigmoid perturbation of the probabilities (ART ReverseSigmoid, NaN rows made uniform).', params=ReverseSigmoidParams)
+defences.declare(
+    "reverse_sigmoid", "stealcheck.defences.output_perturbation:ReverseSigmoidDefence",
+    params=ReverseSigmoidParams,
+    summary="Reverse sigmoid perturbation of the probabilities (ART ReverseSigmoid, NaN rows made uniform).")
 
-defences.declare("high_confidence", "stealcheck.defences.output_perturbation:HighConfidenceDefence",
-    summary='Zero every probability below a cutoff (ART HighConfidence).', params=HighConfidenceParams)
+defences.declare(
+    "high_confidence", "stealcheck.defences.output_perturbation:HighConfidenceDefence",
+    params=HighConfidenceParams,
+    summary="Zero every probability below a cutoff (ART HighConfidence).")
 
-defences.declare("gaussian_noise", "stealcheck.defences.output_perturbation:GaussianNoiseDefence",
-    summary='Add Gaussian noise to the probabilities and renormalise (ART GaussianNoise; uses np.random).', params=GaussianNoiseParams)
+defences.declare(
+    "gaussian_noise", "stealcheck.defences.output_perturbation:GaussianNoiseDefence",
+    params=GaussianNoiseParams,
+    summary="Add Gaussian noise to the probabilities and renormalise (ART GaussianNoise; uses np.random).")
 
-defences.declare("label_only", "stealcheck.defences.output_perturbation:LabelOnlyDefence",
+defences.declare(
+    "label_only", "stealcheck.defences.output_perturbation:LabelOnlyDefence",
     summary="Answer with the top class only (one-hot), correct on batches unlike ART's ClassLabels.")
 
-defences.declare("chain", "stealcheck.defences.output_perturbation:ChainDefence",
-    summary='Several defences applied one after the other, e.g. reverse_sigmoid then rounded.', params=ChainParams)
+defences.declare(
+    "chain", "stealcheck.defences.output_perturbation:ChainDefence",
+    params=ChainParams,
+    summary="Several defences applied one after the other, e.g. reverse_sigmoid then rounded.")
 
 
 # ---------------------------------------------------------------- active
@@ -134,14 +146,23 @@ class MisinformationParams(_DetectorParams):
                                "classes), 'uniform_other' = uniform over all classes but the top one")
 
 
-defences.declare("reject", "stealcheck.defences.active:RejectDefence",
-    summary='Reject queries whose detector score is above the target-FPR threshold (refuse or label only).', params=RejectParams, needs_detector=True)
+defences.declare(
+    "reject", "stealcheck.defences.active:RejectDefence",
+    params=RejectParams,
+    needs_detector=True,
+    summary="Reject queries whose detector score is above the target-FPR threshold (refuse or label only).")
 
-defences.declare("pow", "stealcheck.defences.active:ProofOfWorkDefence",
-    summary='Proof of work (Dziedzic et al., ICLR 2022): SHA-256 hashcash, harder for higher detector scores.', params=PowParams, needs_detector=True)
+defences.declare(
+    "pow", "stealcheck.defences.active:ProofOfWorkDefence",
+    params=PowParams,
+    needs_detector=True,
+    summary="Proof of work (Dziedzic et al., ICLR 2022): SHA-256 hashcash, harder for higher detector scores.")
 
-defences.declare("misinformation", "stealcheck.defences.active:MisinformationDefence",
-    summary='Adaptive misinformation (Kariyappa & Qureshi, CVPR 2020): blend in a wrong answer as the score rises.', params=MisinformationParams, needs_detector=True)
+defences.declare(
+    "misinformation", "stealcheck.defences.active:MisinformationDefence",
+    params=MisinformationParams,
+    needs_detector=True,
+    summary="Adaptive misinformation (Kariyappa & Qureshi, CVPR 2020): blend in a wrong answer as the score rises.")
 
 
 # ---------------------------------------------------------------- same
@@ -223,18 +244,28 @@ class SameParams(SameModelParams):
 
     alpha: float = Field(0.99, ge=0.0, le=1.0, description="weight of the reconstruction term: "
                          "score = alpha * s1 + (1 - alpha) * s2 (the authors' evaluation script: 0.99)")
-    standardize: bool = Field(False, description="z-score each term on benign data (the benign calibration split, else the "
-                              "training data) before combining, so that alpha weighs comparable scales")
+    standardize: bool = Field(False, description="z-score each term on benign data (the benign calibration split, "
+                              "else the training data) before combining, so that alpha weighs comparable scales")
 
 
-detectors.declare("same", "stealcheck.defences.same:SameDetector",
-    summary='SAME: masked-autoencoder reconstruction error plus victim-vs-auxiliary deviation (Xie et al., AAAI 2024).', params=SameParams, needs_network=True)
+detectors.declare(
+    "same", "stealcheck.defences.same:SameDetector",
+    params=SameParams,
+    needs_network=True,
+    summary=("SAME: masked-autoencoder reconstruction error plus victim-vs-auxiliary deviation (Xie et al., AAAI "
+             "2024)."))
 
-detectors.declare("same_x", "stealcheck.defences.same:SameXDetector",
-    summary="SAME-X: SAME's reconstruction term only (per-sample MSE of the unmasked MAE reconstruction).", params=SameModelParams, needs_network=True)
+detectors.declare(
+    "same_x", "stealcheck.defences.same:SameXDetector",
+    params=SameModelParams,
+    needs_network=True,
+    summary="SAME-X: SAME's reconstruction term only (per-sample MSE of the unmasked MAE reconstruction).")
 
-detectors.declare("same_y", "stealcheck.defences.same:SameYDetector",
-    summary="SAME-Y: SAME's deviation term only (KL of the victim on x against the auxiliary model on x_hat).", params=SameModelParams, needs_network=True)
+detectors.declare(
+    "same_y", "stealcheck.defences.same:SameYDetector",
+    params=SameModelParams,
+    needs_network=True,
+    summary="SAME-Y: SAME's deviation term only (KL of the victim on x against the auxiliary model on x_hat).")
 
 
 # ---------------------------------------------------------------- fusion
@@ -264,8 +295,8 @@ class FusionParams(BaseModel):
         "max", description="how standardised signals combine: 'max' (monotone), 'sum' (monotone) or "
         "'mahalanobis' (distance from the benign mean in signal space, two-sided)")
     target_fpr: float = Field(0.05, gt=0.0, lt=1.0, description="benign false-positive rate the threshold is set "
-                              "for (the detector's own flag), measured on the part of the benign calibration split that "
-                              "standardize_fraction leaves")
+                              "for (the detector's own flag), measured on the part of the benign calibration split "
+                              "that standardize_fraction leaves")
     standardize_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of the benign calibration data "
                                         "used to standardise the signals; the rest sets the threshold")
     pixel_bins: int = Field(16, ge=2, le=256, description="pixel_density / intensity_knn: histogram bins over "
@@ -307,5 +338,10 @@ class FusionParams(BaseModel):
         return v
 
 
-detectors.declare("fusion", "stealcheck.defences.fusion:FusionDetector",
-    summary="Signal fusion: pixel density, intensity mix, victim energy / max-softmax, penultimate-feature kNN or Mahalanobis distance and SAME's reconstruction terms, each z-scored on benign data and combined by a benign-only rule (max of z-scores by default), with a threshold for a target benign false-positive rate.", params=FusionParams)
+detectors.declare(
+    "fusion", "stealcheck.defences.fusion:FusionDetector",
+    params=FusionParams,
+    summary=("Signal fusion: pixel density, intensity mix, victim energy / max-softmax, penultimate-feature kNN or "
+             "Mahalanobis distance and SAME's reconstruction terms, each z-scored on benign data and combined by a "
+             "benign-only rule (max of z-scores by default), with a threshold for a target benign "
+             "false-positive rate."))
