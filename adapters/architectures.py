@@ -14,17 +14,15 @@ scenario needs to know about them, so that ``stealcheck validate`` checks ``arch
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from stealcheck import registry
 from stealcheck.errors import ScenarioError, did_you_mean, short_repr
-from stealcheck.preflight import clip
 
 
 # Strict, as plugin parameters are: a width of 16.0 or true is an error, not 16 or 1.
@@ -118,24 +116,15 @@ def check_builtin(architecture: str, arch_params: dict[str, Any] | None, input_s
 
 
 def import_user_module(module: str, base_dir: str | Path | None, path: str = "victim.architecture"):
-    """Import ``module`` for an architecture ``module:callable``, with the scenario's folder first on sys.path.
+    """Import ``module`` for an architecture ``module:callable``, with the scenario's folder on sys.path.
 
-    The scenario file's folder is put at the front of ``sys.path`` (once), so a module next to the
-    scenario (``mynets.py`` beside ``scenario.yaml``: ``architecture: mynets:lenet``) imports without
-    installing it. validate and run import it the same way.
+    A module next to the scenario (``mynets.py`` beside ``scenario.yaml``: ``architecture:
+    mynets:lenet``) imports without installing it; validate and run import it the same way
+    (:func:`stealcheck.registry.import_user_module`).
     """
     if base_dir is not None:
-        folder = str(Path(base_dir).resolve())
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-            importlib.invalidate_caches()
-    try:
-        return importlib.import_module(module)
-    except BaseException as exc:  # a user module may raise anything while it is imported (even SystemExit)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise ScenarioError(f"cannot import module '{module}' (from {path}): {type(exc).__name__}: "
-                            f"{clip(str(exc), 300)}", path=path) from None
+        registry.add_import_path(base_dir)
+    return registry.import_user_module(module, path, "module")
 
 
 def load_user_callable(architecture: str, base_dir: str | Path | None,

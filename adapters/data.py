@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from stealcheck.datasets import DataContext, Dataset, scenario_path, stratified_split
 from stealcheck.errors import ScenarioError, did_you_mean, short_repr
-from stealcheck.preflight import DataFacts, clip, folder, regular_file
+from stealcheck.errors import shorten
+from stealcheck.preflight import DataFacts, folder, regular_file
 from stealcheck.registry import FloatPair, PARAMS_CONFIG, data_sources
 
 
@@ -52,7 +53,7 @@ def _two_way(y: np.ndarray | None, idx: np.ndarray, fraction: float, seed: int) 
     """Split ``idx`` into (rest, part) with ``fraction`` of it in part; stratified when labelled."""
     if y is None:
         shuffled = np.random.default_rng(seed).permutation(idx)
-        cut = int(round(len(idx) * (1 - fraction)))
+        cut = len(idx) - int(np.ceil(len(idx) * fraction))  # the part gets ceil(n * fraction), as _split_size
         return shuffled[:cut], shuffled[cut:]
     rest, part = stratified_split(y[idx], fraction, seed)
     return idx[rest], idx[part]
@@ -304,7 +305,7 @@ def _npz_arrays(file: Path, keys: list[str], at: str | None) -> list[np.ndarray]
         with np.load(file, allow_pickle=False) as f:
             return [f[k] for k in keys]
     except Exception as exc:  # a member whose data is cut short or damaged behind a good header
-        raise ScenarioError(f"{file} is not a readable npz file: {type(exc).__name__}: {clip(str(exc), 200)}",
+        raise ScenarioError(f"{file} is not a readable npz file: {type(exc).__name__}: {shorten(str(exc), 200)}",
                             path=at) from None
 
 
@@ -342,7 +343,7 @@ def _inspect_npz(params: NpzParams, ctx: DataContext, path: str | None) -> DataF
     except ScenarioError:
         raise
     except Exception as exc:  # a damaged archive or header: any of zipfile's, zlib's or numpy's errors
-        raise ScenarioError(f"{file} is not a readable npz file: {type(exc).__name__}: {clip(str(exc), 200)}",
+        raise ScenarioError(f"{file} is not a readable npz file: {type(exc).__name__}: {shorten(str(exc), 200)}",
                             path=at) from None
     x_shape, x_dtype = headers[params.x_key]
     for key, (shape, dtype) in headers.items():
@@ -550,13 +551,13 @@ def _inspect_csv(params: CsvParams, ctx: DataContext, path: str | None) -> DataF
             columns = [c.strip() for c in header]
             if params.label is not None and params.label not in columns:
                 raise ScenarioError(f"{file} has no column '{params.label}'.{did_you_mean(params.label, columns)} "
-                                    f"Columns: {clip(', '.join(columns), 300)}.", path=_key(path, "label"))
+                                    f"Columns: {shorten(', '.join(columns), 300)}.", path=_key(path, "label"))
             feats = params.features or [c for c in columns if c != params.label]
             missing = [c for c in feats if c not in columns]
             if missing:
                 raise ScenarioError(f"{file} lacks the feature column(s) {', '.join(missing[:5])}."
                                     f"{did_you_mean(missing[0], columns)} Columns: "
-                                    f"{clip(', '.join(columns), 300)}.", path=_key(path, "features"))
+                                    f"{shorten(', '.join(columns), 300)}.", path=_key(path, "features"))
             if not feats:
                 raise ScenarioError(f"{file} has no feature columns besides the label '{params.label}'.", path=at)
             index = {c: i for i, c in enumerate(columns)}
@@ -616,11 +617,12 @@ def csv(params: CsvParams, ctx: DataContext) -> Dataset:
     _inspect_csv(params, ctx, role)
     path = scenario_path(params.path, ctx.base_dir)
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, skipinitialspace=True)
+        frame.columns = [str(c).strip() for c in frame.columns]  # as the inspection reads the header
         feats = params.features or [c for c in frame.columns if c != params.label]
         x = frame[feats].to_numpy(dtype=np.float32)
-    except (ValueError, pd.errors.ParserError) as exc:  # a bad row after the ones validate reads
-        raise ScenarioError(f"cannot read {path} as numeric features: {clip(str(exc), 300)}",
+    except (ValueError, KeyError, pd.errors.ParserError) as exc:  # a bad row after the ones validate reads
+        raise ScenarioError(f"cannot read {path} as numeric features: {shorten(str(exc), 300)}",
                             path=_key(role, "path")) from None
     y = frame[params.label].to_numpy() if params.label else None
     if y is not None and not np.issubdtype(y.dtype, np.integer):

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from stealcheck.errors import ScenarioError, did_you_mean, short_repr
 
-from stealcheck.preflight import clip
+from stealcheck.errors import shorten
 
 from . import architectures
 
@@ -104,7 +104,7 @@ def build_network(architecture: str, input_shape: tuple[int, ...], nb_classes: i
             net = fn(**call_kw)
         except Exception as exc:  # user code: say whose call failed, with what
             raise ScenarioError(f"{architecture}({', '.join(f'{k}={short_repr(v, 40)}' for k, v in call_kw.items())}) "
-                                f"raised {type(exc).__name__}: {clip(str(exc), 300)}", path=where) from None
+                                f"raised {type(exc).__name__}: {shorten(str(exc), 300)}", path=where) from None
         if not isinstance(net, nn.Module):
             raise ScenarioError(f"{architecture} returned a {type(net).__name__}, not a torch.nn.Module.", path=where)
         return net

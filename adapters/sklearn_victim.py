@@ -13,7 +13,7 @@ from stealcheck.cache import file_digest, fingerprint
 from stealcheck.errors import ScenarioError
 from stealcheck.preflight import regular_file
 from stealcheck.victim import Victim, VictimContext
-from .specs import SklearnVictimParams
+from .specs import SKLEARN_THIEF, SklearnVictimParams
 
 
 def _estimator(name: str, params: dict[str, Any], seed: int):
@@ -96,8 +96,6 @@ class SklearnVictim:
                 raise ScenarioError(f"victim.path names a pickle/joblib file ({path}), and loading one runs code from "
                                     "the file. stealcheck loads it only with trust_pickle: true; set that only if you "
                                     "trust where the file came from.", path="victim.trust_pickle")
-            if not path.exists():
-                raise ScenarioError(f"model file not found: {path}", path="victim.path")
             model = joblib.load(path)  # opt-in above: trust_pickle
             info.update(source=str(path), file_sha256=file_digest(path))
         else:
@@ -137,6 +135,6 @@ class SklearnVictim:
             info.update(tree_leaves=int(model.get_n_leaves()), tree_depth=int(model.get_depth()))
         return Victim(classifier=classifier, nb_classes=nb_classes, input_shape=tuple(p.input.shape),
                       clip_values=tuple(p.input.range), description=f"sklearn {type(model).__name__}",
-                      thief_architecture="mlp", thief_arch_params={"hidden": [64]}, info=info,
+                      thief_architecture=SKLEARN_THIEF[0], thief_arch_params=dict(SKLEARN_THIEF[1]), info=info,
                       leaf_ids=(lambda x: tree_node_ids(model, x)) if is_tree else None,
                       parameters=linear_parameters(model))

@@ -44,16 +44,16 @@ victims.declare(
     "torch", "stealcheck.adapters.torch_victim:TorchVictim",
     params=TorchVictimParams,
     needs_training_data=lambda p: p.weights is None,
+    thief_architecture=lambda p: (p.architecture, p.arch_params),
     summary="A PyTorch model: built-in conv3/mlp/resnet18, any timm or torchvision model, or your own callable.")
 
 
 # ---------------------------------------------------------------- sklearn_victim
 
 
-MODELS = ("logistic_regression", "logistic_regression_ovr", "mlp", "decision_tree", "random_forest", "svc")
-
-
 TREE_MODELS = ("decision_tree",)
+#: The default thief of a scikit-learn victim (a scikit-learn model cannot be ART's thief): a torch MLP.
+SKLEARN_THIEF = ("mlp", {"hidden": [64]})
 
 
 class SklearnVictimParams(BaseModel):
@@ -82,5 +82,6 @@ victims.declare(
     "sklearn", "stealcheck.adapters.sklearn_victim:SklearnVictim",
     params=SklearnVictimParams,
     needs_training_data=lambda p: p.path is None,
+    thief_architecture=lambda p: SKLEARN_THIEF,
     supports_output=sklearn_supports_output,
     summary="A scikit-learn classifier with predict_proba: trained here, or loaded from a trusted pickle/joblib file.")

@@ -21,7 +21,7 @@ class ScenarioError(StealcheckError):
     MAX_MESSAGE = 2000
 
     def __init__(self, message: str, *, where: str | None = None, path: str | None = None):
-        self.message = _cut(message, self.MAX_MESSAGE)
+        self.message = shorten(message, self.MAX_MESSAGE)
         self.where = where
         self.path = path
         super().__init__(self.format())
@@ -49,10 +49,10 @@ def short_repr(value: object, limit: int = 80) -> str:
         text = repr(value)
     except Exception:  # a user object whose __repr__ fails must not hide the real error
         text = f"<{type(value).__name__}>"
-    return _cut(text, limit)
+    return shorten(text, limit)
 
 
-def _cut(text: str, limit: int) -> str:
+def shorten(text: str, limit: int) -> str:
     """``text`` if it fits in ``limit`` characters, else its two ends around a note of its length."""
     if len(text) <= limit:
         return text

@@ -31,7 +31,7 @@ from typing import Any
 
 from . import registry
 from .datasets import DataContext, scenario_path
-from .errors import ScenarioError, _cut, did_you_mean
+from .errors import ScenarioError, did_you_mean, shorten
 from .scenario import Scenario, uses_pool
 
 
@@ -43,11 +43,6 @@ class DataFacts:
     n_classes: int | None = None  #: distinct labels; None = unknown or unlabelled
     max_label: int | None = None  #: the largest label when labels are integers used as given (else None)
     description: str = ""  #: how messages name the source, e.g. "sklearn 'wine'"
-
-
-def clip(text: str, limit: int) -> str:
-    """``text`` cut to about ``limit`` characters (for quoting an exception's or a file's text in a message)."""
-    return _cut(text, limit)
 
 
 def base_dir_of(scenario: Scenario) -> Path:
@@ -107,7 +102,7 @@ def check_inputs(scenario: Scenario) -> None:
     if hasattr(params, "architecture"):
         _check_torch_victim(scenario, params, base_dir, facts)
     if hasattr(params, "trust_pickle"):
-        _check_sklearn_victim(params, base_dir)
+        _check_sklearn_victim(params, base_dir, facts)
     _check_thief(scenario, base_dir, facts)
 
 
@@ -226,7 +221,7 @@ def check_state_dict(path: Path, architecture: str, input_shape: tuple[int, ...]
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ScenarioError(f"{path} is not a state_dict readable with torch.load(weights_only=True): "
-                            f"{type(exc).__name__}: {clip(str(exc).splitlines()[0] if str(exc) else '', 200)}. "
+                            f"{type(exc).__name__}: {shorten(str(exc).splitlines()[0] if str(exc) else '', 200)}. "
                             "Save the weights with torch.save(model.state_dict(), path).",
                             path="victim.weights") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
@@ -254,17 +249,14 @@ def check_state_dict(path: Path, architecture: str, input_shape: tuple[int, ...]
                             f"nb_classes {nb_classes}: " + "; ".join(problems) + ".", path="victim.weights")
 
 
-def _thief_default(scenario: Scenario) -> tuple[str, dict[str, Any]]:
-    """The architecture a thief gets when the scenario names none (as Victim.thief_architecture says)."""
-    info = registry.victims.get(scenario.victim.kind)
-    default = info.capability("thief_architecture")
-    if callable(default):
-        arch, params = default(scenario.victim.params)
-        return arch, dict(params)
-    p = scenario.victim.params
-    if hasattr(p, "architecture"):
-        return p.architecture, dict(p.arch_params)
-    return "mlp", {"hidden": [64]}
+def _thief_default(scenario: Scenario) -> tuple[str, dict[str, Any]] | None:
+    """The architecture a thief gets when the scenario names none: the victim kind's declared
+    ``thief_architecture`` capability (None for a victim kind that declares none)."""
+    default = registry.victims.get(scenario.victim.kind).capability("thief_architecture")
+    if not callable(default):
+        return None
+    arch, params = default(scenario.victim.params)
+    return arch, dict(params)
 
 
 def _check_thief(scenario: Scenario, base_dir: Path, facts: dict[str, DataFacts]) -> None:
@@ -272,7 +264,10 @@ def _check_thief(scenario: Scenario, base_dir: Path, facts: dict[str, DataFacts]
     if spec is None:
         return
     t = scenario.model.thief
-    default_arch, default_params = _thief_default(scenario)
+    default = _thief_default(scenario)
+    if default is None and t.architecture is None:
+        return  # only the victim adapter knows its thief, at run time
+    default_arch, default_params = default or (None, {})
     arch = t.architecture or default_arch
     if t.arch_params is not None:
         params = t.arch_params
@@ -300,7 +295,7 @@ SKLEARN_ESTIMATORS = {
 }
 
 
-def _check_sklearn_victim(p: Any, base_dir: Path) -> None:
+def _check_sklearn_victim(p: Any, base_dir: Path, facts: dict[str, DataFacts]) -> None:
     if p.path is not None:
         path = regular_file(p.path, base_dir, "model file", "victim.path")
         if not p.trust_pickle:
@@ -311,6 +306,16 @@ def _check_sklearn_victim(p: Any, base_dir: Path) -> None:
         return  # not unpickled here: that would run the file's code at validate
     if p.model_params:
         check_model_params(p.model, p.model_params)
+    # A trained estimator's classes are the training labels it saw, and its probability columns
+    # follow them: they must be 0..k-1 for column c to mean label c.
+    train = facts.get("victim_train")
+    if train is not None and train.max_label is not None and train.n_classes is not None:
+        if train.max_label + 1 != train.n_classes:
+            raise ScenarioError(f"data.victim_train ({train.description}) has {train.n_classes} distinct labels going "
+                                f"up to {train.max_label}; a scikit-learn victim trained here needs labels 0.."
+                                f"{train.n_classes - 1} (its probability column c is label c). Renumber the labels "
+                                "in the file.", path="data.victim_train")
+        _check_labels(train.n_classes, facts)
 
 
 def check_model_params(model: str, params: dict[str, Any]) -> None:
@@ -320,6 +325,9 @@ def check_model_params(model: str, params: dict[str, Any]) -> None:
     module, name = SKLEARN_ESTIMATORS[model]
     cls = getattr(importlib.import_module(module), name)
     accepted = sorted(cls().get_params(deep=False))
+    if model == "svc" and params.get("probability") is False:
+        raise ScenarioError("model svc needs probability: true (stealcheck serves probabilities, which SVC gives "
+                            "only then); remove probability from model_params.", path="victim.model_params.probability")
     for key in params:
         if key not in accepted:
             raise ScenarioError(f"{name} (model: {model}) has no parameter '{key}'.{did_you_mean(key, accepted)} "

@@ -18,12 +18,13 @@ import inspect
 import re
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Callable, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from .errors import ScenarioError, did_you_mean
+from .errors import ScenarioError, did_you_mean, shorten
 
 
 #: The configuration of every params model: unknown keys are errors, numbers are what they say
@@ -231,13 +232,18 @@ def load_plugins(extra_modules: list[str] | tuple[str, ...] = ()) -> None:
 
 
 def add_import_path(folder: Any) -> None:
-    """Put a scenario's folder first on ``sys.path`` (once), so that its ``plugins:`` modules and
-    ``module:callable`` architectures beside the scenario file import by name."""
+    """Put a scenario's folder on ``sys.path`` (once), so that its ``plugins:`` modules and
+    ``module:callable`` architectures beside the scenario file import by name.
+
+    It goes last, not first: a file beside a scenario (``sklearn.py``, ``art.py``) must never replace
+    an installed package that stealcheck imports later.
+    """
     import sys
 
-    entry = str(folder)
+    entry = str(Path(folder).resolve())
     if entry not in sys.path:
-        sys.path.insert(0, entry)
+        sys.path.append(entry)
+        importlib.invalidate_caches()
 
 
 def import_user_module(name: Any, path: str, what: str = "module") -> Any:
@@ -253,7 +259,9 @@ def import_user_module(name: Any, path: str, what: str = "module") -> Any:
         return importlib.import_module(name)
     except ScenarioError:
         raise
-    except Exception as exc:  # the user's module may raise anything at import time
-        raise ScenarioError(f"cannot import {what} '{name}': {type(exc).__name__}: {exc}. The scenario's folder "
-                            "is on the import path, so a module beside the scenario file can be named directly.",
-                            path=path) from None
+    except BaseException as exc:  # a user module may raise anything while it is imported (even SystemExit)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise ScenarioError(f"cannot import {what} '{name}' (from {path}): {type(exc).__name__}: "
+                            f"{shorten(str(exc), 300)}. The scenario's folder is on the import path, so a "
+                            "module beside the scenario file can be named directly.", path=path) from None

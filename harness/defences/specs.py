@@ -46,23 +46,24 @@ class ChainParams(BaseModel):
     @classmethod
     def _resolve(cls, steps: list[Any]) -> list[Any]:
         from stealcheck.errors import ScenarioError
-        from stealcheck.scenario import resolve_plugin
+        from stealcheck.scenario import resolve_plugin, split_plugin_item
 
         if not steps:
             raise ValueError("give at least one step")
         resolved = []
         for i, item in enumerate(steps):
             try:
-                ref = resolve_plugin(defences, item, f"steps.{i}")
+                # An active defence answers per client from a fitted detector's score; a chain is a
+                # stateless pipeline of output perturbations built without detectors. Said first,
+                # before the step's own parameters are checked.
+                _, name, _ = split_plugin_item(item, f"steps.{i}")
+                if name in defences and defences.get(name).capability("needs_detector", False):
+                    raise ValueError(f"steps.{i}: '{name}' is an active defence driven by a detector, which "
+                                     "cannot be a chain step; list it as a defence of its own (chains hold output "
+                                     "perturbations such as rounded, reverse_sigmoid, label_only)")
+                resolved.append(resolve_plugin(defences, item, f"steps.{i}"))
             except ScenarioError as exc:
                 raise ValueError(exc.format()) from None
-            # An active defence answers per client from a fitted detector's score; a chain is a
-            # stateless pipeline of output perturbations built without detectors.
-            if defences.get(ref.plugin).capability("needs_detector", False):
-                raise ValueError(f"steps.{i}: '{ref.plugin}' is an active defence driven by a detector, which "
-                                 "cannot be a chain step; list it as a defence of its own (chains hold output "
-                                 "perturbations such as rounded, reverse_sigmoid, label_only)")
-            resolved.append(ref)
         return resolved
 
     @field_serializer("steps")
