@@ -93,9 +93,8 @@ def run_equation(label, victim, test, unif, family, multiples, decimals=None, fl
     attack = EquationSolving(o, family=family, reference_parameters=victim.parameters, **kw)
     unknowns = attack.model_.unknowns
     budgets = [int(round(m * unknowns)) for m in multiples]
-    attack.checkpoints = budgets
     start = time.perf_counter()
-    for (queries, copy), mult in zip(attack.iter_extract(), multiples):
+    for (queries, copy), mult in zip(attack.iter_checkpoints(budgets), multiples):
         assert o.queries_used == queries
         row(f"{label} ({mult:g}x)", victim, test, copy, queries, time.perf_counter() - start, unif,
             paper=PAPER.get((family, mult), "-") if not decimals else "-")
@@ -106,7 +105,7 @@ def inversion(victim, out: Path | None, max_iter: int = 1000, learning_rate: flo
     from art.attacks.inference.model_inversion import MIFace
 
     attack = EquationSolving(oracle(victim), family="softmax")
-    ((queries, copy),) = list(attack.iter_extract())
+    ((queries, copy),) = list(attack.iter_checkpoints([attack.model_.unknowns]))
     differentiable = as_pytorch_classifier(copy.model_family, copy.theta, victim.input_shape, victim.clip_values)
     classes = np.arange(victim.nb_classes)
     x0 = np.full((len(classes), *victim.input_shape), 0.5)  # mid-grey start; threshold 1: run all max_iter steps
@@ -174,8 +173,7 @@ def main() -> None:
     for strategy in ("uniform", "line_search", "adaptive"):
         o = oracle(blr, output_mode="label")
         start = time.perf_counter()
-        copy = Retraining(o, strategy=strategy, family="binary_lr", use_probability=False,
-                          checkpoints=[651]).extract()
+        copy = Retraining(o, strategy=strategy, family="binary_lr", use_probability=False).extract(max_queries=651)
         row(f"retraining {strategy}, binary LR (labels)", blr, test, copy, o.queries_used,
             time.perf_counter() - start, unif, labels_only=True)
 

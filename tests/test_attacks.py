@@ -55,10 +55,9 @@ def test_bandit_stays_a_distribution_with_degenerate_rewards(reward, record_band
     np.random.seed(0)
     oracle = make_oracle(_constant_victim, NB_FEATURES, NB_CLASSES, budget=40)
     attack = RobustKnockoffNets(classifier=oracle, batch_size_fit=16, nb_epochs=1, nb_stolen=40,
-                                sampling_strategy="adaptive", reward=reward, use_probability=True,
-                                checkpoints=[10, 40])
+                                sampling_strategy="adaptive", reward=reward, use_probability=True)
     pool = _pool()
-    out = list(attack.adaptive_steps(pool.x, pool.y, _thief()))
+    out = list(attack.iter_checkpoints([10, 40], x=pool.x, y=pool.y, thieved_classifier=_thief()))
     assert [b for b, _ in out] == [10, 40]
     assert len(record_bandit_probs) == 40  # one action per query
     for p in record_bandit_probs:
@@ -74,8 +73,8 @@ def test_non_contiguous_labels_sample_every_arm_from_its_own_class():
     oracle = make_oracle(victim, NB_FEATURES, NB_CLASSES, budget=60)
     pool = _pool(labels=(3, 7, 9), per_label=10)
     attack = RobustKnockoffNets(classifier=oracle, batch_size_fit=16, nb_epochs=1, nb_stolen=60,
-                                sampling_strategy="adaptive", reward="cert", checkpoints=[60])
-    list(attack.adaptive_steps(pool.x, pool.y, _thief()))
+                                sampling_strategy="adaptive", reward="cert")
+    list(attack.iter_checkpoints([60], x=pool.x, y=pool.y, thieved_classifier=_thief()))
     asked = oracle.clients["attacker"].inputs()
     assert asked.shape == (60, NB_FEATURES)
     # every queried input comes from the pool, and the bandit explored more than one label
@@ -86,8 +85,9 @@ def test_non_contiguous_labels_sample_every_arm_from_its_own_class():
 
 def test_checkpoints_out_of_range_are_refused():
     oracle = make_oracle(_constant_victim, NB_FEATURES, NB_CLASSES)
+    attack = RobustKnockoffNets(classifier=oracle, nb_stolen=10, sampling_strategy="adaptive")
     with pytest.raises(ValueError, match="checkpoints"):
-        RobustKnockoffNets(classifier=oracle, nb_stolen=10, sampling_strategy="adaptive", checkpoints=[5, 20])
+        attack.iter_checkpoints([5, 20], x=_pool().x, y=_pool().y, thieved_classifier=_thief())
     with pytest.raises(ValueError, match="reward_clip"):
         RobustKnockoffNets(classifier=oracle, nb_stolen=10, sampling_strategy="adaptive", reward_clip=0)
 

@@ -124,7 +124,7 @@ def test_queries_land_exactly_on_every_checkpoint(attack_class, checkpoints, sha
     oracle = _oracle(shape, budget=max(checkpoints))
     attack = attack_class(oracle, nb_stolen=max(checkpoints), seed=0, **SMALL)
     thief = _thief(shape)
-    seen = [(budget, oracle.queries_used, attack.queries_used_) for budget, t in attack.iter_extract(thief, checkpoints)
+    seen = [(budget, oracle.queries_used, attack.queries_used_) for budget, t in attack.iter_checkpoints(checkpoints, thieved_classifier=thief)
             if t is thief]
     assert seen == [(c, c, c) for c in checkpoints]
     assert oracle.queries_used == max(checkpoints)
@@ -295,9 +295,9 @@ def test_victim_and_thief_are_checked():
     with pytest.raises(ValueError, match="input_shape"):
         attack.extract(thieved_classifier=_thief(shape=(16,)))
     with pytest.raises(ValueError, match="checkpoints"):
-        next(attack.iter_extract(_thief(), [10, 60]))  # past nb_stolen
+        attack.iter_checkpoints([10, 60], thieved_classifier=_thief())  # past nb_stolen
     with pytest.raises(ValueError, match="checkpoints"):
-        next(attack.iter_extract(_thief(), [0, 10]))
+        attack.iter_checkpoints([0, 10], thieved_classifier=_thief())
 
 
 def test_budget_is_enforced_by_the_oracle_not_trusted():

@@ -127,10 +127,10 @@ def test_jb_topk_moves_towards_a_top_k_class_within_lambda():
 def test_queries_follow_seed_times_two_to_the_rounds(rounds):
     seed = np.random.default_rng(0).uniform(size=(10, D)).astype(np.float32)
     oracle = _oracle()
-    attack = JacobianAugmentation(oracle, nb_stolen=10_000, nb_rounds=rounds, checkpoints=[10_000])
-    out = list(attack.iter_extract(seed, _thief()))
+    attack = JacobianAugmentation(oracle, nb_stolen=10_000, nb_rounds=rounds)
+    out = list(attack.iter_checkpoints([10_000], x=seed, thieved_classifier=_thief()))
     assert oracle.queries_used == 10 * 2 ** rounds
-    assert out == [(10 * 2 ** rounds, out[0][1])]  # the unreachable checkpoint reports what was used
+    assert out == [(10_000, out[0][1])]  # the unreachable checkpoint is still yielded, having used fewer
     assert len(oracle.clients["attacker"].inputs()) == 10 * 2 ** rounds  # every input sent is on record
 
 
@@ -139,7 +139,7 @@ def test_reservoir_bounds_the_growth():
     oracle = _oracle()
     # rounds 0, 1 double (10 -> 20 -> 40); from round 2 on only kappa = 15 new points per round.
     attack = JacobianAugmentation(oracle, nb_stolen=10_000, nb_rounds=5, reservoir_size=15, reservoir_after=2)
-    list(attack.iter_extract(seed, _thief()))
+    list(attack.iter_checkpoints([10_000], x=seed, thieved_classifier=_thief()))
     assert oracle.queries_used == 40 + 3 * 15
 
 
@@ -148,8 +148,8 @@ def test_reservoir_bounds_the_growth():
 def test_budget_is_spent_exactly_at_every_checkpoint(budgets, variant):
     seed = np.random.default_rng(0).uniform(size=(10, D)).astype(np.float32)
     oracle = _oracle(budget=max(budgets))
-    attack = JacobianAugmentation(oracle, nb_stolen=max(budgets), variant=variant, checkpoints=budgets)
-    seen = [q for q, _ in attack.iter_extract(seed, _thief())]
+    attack = JacobianAugmentation(oracle, nb_stolen=max(budgets), variant=variant)
+    seen = [q for q, _ in attack.iter_checkpoints(budgets, x=seed, thieved_classifier=_thief())]
     assert seen == budgets
     assert oracle.queries_used == max(budgets)
 
@@ -170,12 +170,18 @@ def test_extract_returns_the_trained_substitute():
     ({"nb_stolen": 10, "reservoir_size": 0}, "'reservoir_size'"),
     ({"nb_stolen": 10, "reservoir_after": -1}, "'reservoir_after'"),
     ({"nb_stolen": 10, "sign_period": 1.5}, "'sign_period'"),
-    ({"nb_stolen": 10, "checkpoints": [5, 20]}, "'checkpoints' parameter"),
     ({"nb_stolen": 10, "keep_saturated": "yes"}, "'keep_saturated' parameter of JacobianAugmentation must be a boolean"),
 ])
 def test_parameter_validation(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         JacobianAugmentation(_oracle(), **kwargs)
+
+
+def test_checkpoints_past_nb_stolen_are_refused_by_the_call():
+    attack = JacobianAugmentation(_oracle(), nb_stolen=10)
+    with pytest.raises(ValueError, match="checkpoints of JacobianAugmentation must be distinct positive integers of "
+                                         "at most nb_stolen=10"):
+        attack.iter_checkpoints([5, 20], x=np.zeros((2, D), np.float32), thieved_classifier=_thief())
 
 
 def test_a_non_torch_substitute_is_refused_clearly():
@@ -184,7 +190,7 @@ def test_a_non_torch_substitute_is_refused_clearly():
     not_torch = BlackBoxClassifier(lambda x: np.zeros((len(x), K)), (D,), K)
     attack = JacobianAugmentation(_oracle(), nb_stolen=10)
     with pytest.raises(ValueError, match="needs a PyTorchClassifier substitute"):
-        list(attack.iter_extract(np.zeros((2, D), np.float32), not_torch))
+        list(attack.iter_checkpoints([10], x=np.zeros((2, D), np.float32), thieved_classifier=not_torch))
 
 
 @pytest.mark.parametrize("variant", ["jbda", "jb-self", "jb-topk"])
@@ -201,8 +207,8 @@ def test_short_extraction_of_the_mnist_victim(mnist_victim, variant):
     spec = ThiefSpec(min_steps=60, max_steps=150)
     thief = make_thief(spec, "conv3", {"width": 8}, victim.input_shape, 10, victim.clip_values, seed=0)
     seeds = holdout.x[np.random.default_rng(0).choice(len(holdout), 150, replace=False)]
-    attack = JacobianAugmentation(oracle, nb_stolen=600, variant=variant, batch_size_fit=64, checkpoints=[600])
-    ((queries, thief),) = list(attack.iter_extract(seeds, thief))
+    attack = JacobianAugmentation(oracle, nb_stolen=600, variant=variant, batch_size_fit=64)
+    ((queries, thief),) = list(attack.iter_checkpoints([600], x=seeds, thieved_classifier=thief))
     assert queries == oracle.queries_used == 600
     fidelity = np.mean(thief.predict_proba(test.x).argmax(1) == victim.predict_proba(test.x).argmax(1))
     assert fidelity >= 0.75, fidelity

@@ -49,10 +49,10 @@ def test_binary_lr_is_recovered_exactly_from_d_plus_1_queries(design, caplog):
     d = 12
     victim = FamilyVictim("binary_lr", d, 2, seed=3)
     oracle = oracle_for(victim, d, 2)
-    attack = EquationSolving(oracle, family="binary_lr", query_design=design, checkpoints=[d + 1],
+    attack = EquationSolving(oracle, family="binary_lr", query_design=design,
                              reference_parameters=victim.reference())
     with caplog.at_level("WARNING", logger="stealcheck"):
-        ((queries, copy),) = list(attack.iter_extract())
+        ((queries, copy),) = list(attack.iter_checkpoints([d + 1]))
     assert queries == oracle.queries_used == d + 1
     w, b = victim.family.unpack(victim.theta)
     w_hat, b_hat = victim.family.unpack(_theta_of(copy, attack))
@@ -81,9 +81,8 @@ def test_binary_lr_from_a_scikit_learn_victim_to_float64_precision():
     oracle = oracle_for(model.predict_proba, d, 2)
     assert oracle.predict(x[:3]).dtype == np.float64
     reference = {"family": "binary_lr", "W": model.coef_.T, "b": model.intercept_}
-    attack = EquationSolving(oracle, family="binary_lr", checkpoints=[d + 1, 2 * (d + 1)],
-                             reference_parameters=reference)
-    for _, copy in attack.iter_extract():
+    attack = EquationSolving(oracle, family="binary_lr", reference_parameters=reference)
+    for _, copy in attack.iter_checkpoints([d + 1, 2 * (d + 1)]):
         assert copy.extra_metrics()["param_max_abs_error"] < 1e-10
 
 
@@ -106,9 +105,9 @@ def test_binary_lr_warns_when_the_sigmoid_saturates_on_the_feature_box(caplog):
     for box in (None, narrow):
         caplog.clear()
         attack = EquationSolving(oracle_for(victim, d, 2), family="binary_lr", feature_box=box,
-                                 checkpoints=[d + 1, 2 * (d + 1)], reference_parameters=victim.reference())
+                                 reference_parameters=victim.reference())
         with caplog.at_level("WARNING", logger="stealcheck"):
-            (_, square), (_, over) = list(attack.iter_extract())
+            (_, square), (_, over) = list(attack.iter_checkpoints([d + 1, 2 * (d + 1)]))
         if box is None:
             warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
             assert len(warnings) == 2  # one per checkpoint
@@ -130,15 +129,15 @@ def test_binary_lr_warns_on_too_few_queries_and_inconsistent_answers(caplog):
     d = 6
     victim = FamilyVictim("binary_lr", d, 2, seed=4)
     with caplog.at_level("WARNING", logger="stealcheck"):
-        attack = EquationSolving(oracle_for(victim, d, 2), family="binary_lr", checkpoints=[d])
-        ((_, copy),) = list(attack.iter_extract())
+        attack = EquationSolving(oracle_for(victim, d, 2), family="binary_lr")
+        ((_, copy),) = list(attack.iter_checkpoints([d]))
     assert copy.extra_metrics()["condition_number"] == np.inf
     assert "6 queries for 7 unknowns" in caplog.text
     caplog.clear()
     rounded = oracle_for(victim, d, 2, postprocessors=[Rounded(decimals=4)])
     with caplog.at_level("WARNING", logger="stealcheck"):
-        attack = EquationSolving(rounded, family="binary_lr", feature_box=[[0.4, 0.6]], checkpoints=[4 * (d + 1)])
-        ((_, copy),) = list(attack.iter_extract())
+        attack = EquationSolving(rounded, family="binary_lr", feature_box=[[0.4, 0.6]])
+        ((_, copy),) = list(attack.iter_checkpoints([4 * (d + 1)]))
     assert copy.extra_metrics()["saturated_share"] == 0
     assert copy.extra_metrics()["solve_residual"] > 1e-6
     assert "fit no single logistic regression" in caplog.text
@@ -156,9 +155,8 @@ def test_softmax_extraction_on_a_synthetic_problem():
     victim = FamilyVictim("softmax", d, c, seed=1)
     oracle = oracle_for(victim, d, c)
     unknowns = (d + 1) * c
-    attack = EquationSolving(oracle, family="softmax", checkpoints=[unknowns // 2, unknowns],
-                             reference_parameters=victim.reference())
-    results = list(attack.iter_extract())
+    attack = EquationSolving(oracle, family="softmax", reference_parameters=victim.reference())
+    results = list(attack.iter_checkpoints([unknowns // 2, unknowns]))
     assert [q for q, _ in results] == [unknowns // 2, unknowns] and oracle.queries_used == unknowns
     x = uniform(d)
     for _, copy in results:
@@ -169,13 +167,12 @@ def test_softmax_extraction_on_a_synthetic_problem():
 def test_ovr_and_mlp_fits_above_a_floor():
     d, c = 5, 3
     ovr = FamilyVictim("ovr", d, c, seed=2)
-    copy = EquationSolving(oracle_for(ovr, d, c), family="ovr", checkpoints=[2 * (d + 1) * c]).extract(uniform(d, 36, 5))
+    copy = EquationSolving(oracle_for(ovr, d, c), family="ovr").extract(uniform(d, 36, 5))
     x = uniform(d)
     assert 1 - total_variation(copy.predict_proba(x), ovr(x)) > 0.999
     mlp = FamilyVictim("mlp", d, c, hidden=4, seed=4, scale=1.0)
-    attack = EquationSolving(oracle_for(mlp, d, c), family="mlp", hidden=4, activation="tanh", restarts=3,
-                             checkpoints=[2 * mlp.family.unknowns])
-    (_, copy), = list(attack.iter_extract())
+    attack = EquationSolving(oracle_for(mlp, d, c), family="mlp", hidden=4, activation="tanh", restarts=3)
+    (_, copy), = list(attack.iter_checkpoints([2 * mlp.family.unknowns]))
     assert 1 - total_variation(copy.predict_proba(x), mlp(x)) > 0.98
 
 
@@ -186,8 +183,8 @@ def test_rounding_degrades_equation_solving():
     for decimals in (None, 2):
         post = [] if decimals is None else [Rounded(decimals=decimals)]
         attack = EquationSolving(oracle_for(victim, d, c, postprocessors=post), family="softmax",
-                                 checkpoints=[(d + 1) * c], reference_parameters=victim.reference())
-        (_, copy), = list(attack.iter_extract())
+                                 reference_parameters=victim.reference())
+        (_, copy), = list(attack.iter_checkpoints([(d + 1) * c]))
         errors[decimals] = copy.extra_metrics()["param_max_abs_error"]
     assert errors[None] < 1e-3 and errors[2] > 100 * errors[None]
 
@@ -208,7 +205,7 @@ def test_feature_box_bounds_the_queries():
     victim = FamilyVictim("softmax", 3, 2)
     oracle = oracle_for(victim, 3, 2)
     box = [[0.2, 0.3], [0.0, 1.0], [0.5, 0.6]]
-    list(EquationSolving(oracle, family="softmax", feature_box=box, checkpoints=[50]).iter_extract())
+    list(EquationSolving(oracle, family="softmax", feature_box=box).iter_checkpoints([50]))
     sent = oracle.clients["attacker"].inputs()
     lo, hi = np.array(box).T
     assert np.all(sent >= lo.astype(np.float32)) and np.all(sent <= hi.astype(np.float32))
@@ -236,8 +233,8 @@ def tree_oracle(tree, **kwargs) -> Oracle:
 def test_path_finding_reproduces_a_known_tree(small_tree, variant):
     eps = 1e-4
     oracle = tree_oracle(small_tree)
-    attack = PathFinding(oracle, variant=variant, eps=eps, checkpoints=[100000])
-    (_, copy), = list(attack.iter_extract())
+    attack = PathFinding(oracle, variant=variant, eps=eps)
+    (_, copy), = list(attack.iter_checkpoints([100000]))
     t = small_tree.tree_
     leaves = {n for n in range(t.node_count) if t.children_left[n] == -1}
     assert {leaf.leaf_id for leaf in copy.tree.leaves()} == leaves  # every leaf, nothing else
@@ -254,7 +251,7 @@ def test_path_finding_reproduces_a_known_tree(small_tree, variant):
 
 def test_a_small_budget_gives_a_partial_tree(small_tree):
     oracle = tree_oracle(small_tree, budget=40)
-    results = list(PathFinding(oracle, variant="path", checkpoints=[20, 40]).iter_extract())
+    results = list(PathFinding(oracle, variant="path").iter_checkpoints([20, 40]))
     assert oracle.queries_used == 40 and [b for b, _ in results] == [20, 40]
     assert results[0][1].extra_metrics()["leaves_found"] <= results[1][1].extra_metrics()["leaves_found"]
 
@@ -283,8 +280,8 @@ def test_lowd_meek_recovers_the_direction_of_a_linear_boundary():
     w, b = victim.family.unpack(victim.theta)
     victim.theta[-1] = -float(w.ravel() @ np.full(d, 0.5))  # the boundary crosses the box
     oracle = oracle_for(victim, d, 2, output_mode="label")
-    attack = LowdMeek(oracle, eps=1e-7, reference_parameters=victim.reference(), checkpoints=[2000])
-    (_, copy), = list(attack.iter_extract())
+    attack = LowdMeek(oracle, eps=1e-7, reference_parameters=victim.reference())
+    (_, copy), = list(attack.iter_checkpoints([2000]))
     assert copy.extra_metrics()["direction_cosine"] > 0.99999
     assert copy.extra_metrics()["boundary_points"] == d + 1
     x = uniform(d)
@@ -299,9 +296,8 @@ def test_retraining_strategies_count_queries_and_adaptive_learns_from_labels():
     scores = {}
     for strategy in ("uniform", "line_search", "adaptive"):
         oracle = oracle_for(victim, d, 3, output_mode="label")
-        attack = Retraining(oracle, strategy=strategy, family="softmax", use_probability=False, round_size=50,
-                            checkpoints=[100, 300])
-        results = list(attack.iter_extract())
+        attack = Retraining(oracle, strategy=strategy, family="softmax", use_probability=False, round_size=50)
+        results = list(attack.iter_checkpoints([100, 300]))
         assert [b for b, _ in results] == [100, 300] and oracle.queries_used == 300
         scores[strategy] = agreement(results[-1][1].predict_proba(x), victim(x))
     assert scores["adaptive"] > 0.95 and scores["line_search"] > 0.9
@@ -381,7 +377,7 @@ def test_model_inversion_on_the_extracted_copy_matches_the_victim():
     d, c = 16, 4
     victim = FamilyVictim("softmax", d, c, seed=5)
     attack = EquationSolving(oracle_for(victim, d, c), family="softmax")
-    ((_, copy),) = list(attack.iter_extract())
+    ((_, copy),) = list(attack.iter_checkpoints([attack.model_.unknowns]))
     copy_clf = as_pytorch_classifier(copy.model_family, copy.theta, (d,), (0.0, 1.0))
     x = uniform(d, 50)
     assert np.max(np.abs(copy_clf.predict(x) - copy.predict_proba(x))) < 1e-6

@@ -1,11 +1,13 @@
 """ART's KnockoffNets and CopycatCNN as stealcheck attacks, with budget checkpoints.
 
-Random KnockoffNets and CopycatCNN are called as ART ships them, once per checkpoint, on a
-seeded permutation of the attacker's pool cut to the budget: the inputs queried at a smaller
-checkpoint are a prefix of those at a larger one, and the attacker's :class:`CachingClient`
-pays for each input once, so the oracle counts exactly the largest budget in the end.
+Random KnockoffNets and CopycatCNN are called as ART ships them (its ``extract``), once per
+checkpoint b, on the first b inputs of a seeded permutation of the attacker's pool
+(:class:`NestedPrefixes`): the inputs queried at a smaller checkpoint are a prefix of those at a
+larger one, and the attacker's :class:`CachingClient` pays for each input once, so the oracle
+counts exactly b queries at checkpoint b.
 
-The adaptive strategy runs in :class:`RobustKnockoffNets`, a subclass of ART's KnockoffNets.
+Both KnockoffNets strategies run in :class:`RobustKnockoffNets`, a subclass of ART's
+KnockoffNets; CopycatCNN in :class:`CheckpointedCopycatCNN`.
 """
 
 from __future__ import annotations
@@ -15,16 +17,50 @@ from typing import Iterator
 
 import numpy as np
 from art.attacks.extraction import CopycatCNN, KnockoffNets
+from art.estimators.classification.classifier import ClassifierMixin
 
 from stealcheck.datasets import Dataset
 from stealcheck.oracle import CachingClient
 from stealcheck.thief import ThiefClassifier
 
-from .base import AttackContext, seed_everything
+from .base import AttackContext, CheckpointedExtraction, seed_everything
 from .specs import CopycatParams, KnockoffParams, _base_pool
 
 
-class RobustKnockoffNets(KnockoffNets):
+class NestedPrefixes(CheckpointedExtraction):
+    """Checkpoints for an ART attack that queries ``nb_stolen`` inputs of ``x`` once (random KnockoffNets,
+    CopycatCNN): at checkpoint b, ART's ``extract`` runs on ``x[:b]`` with ``nb_stolen`` = b and
+    trains ``thieved_classifier`` further.
+
+    ``x`` should be shuffled (a seeded permutation of the pool) and the estimator a caching client
+    (stealcheck's :class:`~stealcheck.oracle.CachingClient`), so that the inputs of a smaller
+    checkpoint, a prefix of the larger one's, are paid for once and the victim has answered
+    exactly b queries at checkpoint b. ``x`` needs at least as many inputs as the largest checkpoint.
+    """
+
+    def _iter_checkpoints(self, checkpoints: list[int], *, x: np.ndarray | None, y: np.ndarray | None,
+                          thieved_classifier) -> Iterator[tuple[int, ClassifierMixin]]:
+        if x is None or len(x) < checkpoints[-1]:
+            raise ValueError(f"{type(self).__name__} needs x with at least {checkpoints[-1]} inputs (the largest "
+                             f"checkpoint). Got {'none' if x is None else len(x)}.")
+        nb_stolen = self.nb_stolen
+        try:
+            for budget in checkpoints:
+                self.nb_stolen = budget
+                thieved_classifier = self._prefix_extract(x[:budget], thieved_classifier)
+                yield budget, thieved_classifier
+        finally:
+            self.nb_stolen = nb_stolen
+
+    def _prefix_extract(self, x: np.ndarray, thieved_classifier):
+        return self.extract(x=x, thieved_classifier=thieved_classifier)
+
+
+class CheckpointedCopycatCNN(CopycatCNN, NestedPrefixes):
+    """ART's ``CopycatCNN`` unchanged, with budget checkpoints on nested prefixes (:class:`NestedPrefixes`)."""
+
+
+class RobustKnockoffNets(KnockoffNets, NestedPrefixes):
     """ART's ``KnockoffNets`` whose adaptive strategy is safe to run on any victim and pool.
 
     What differs from ART 1.20.1, and why:
@@ -38,18 +74,20 @@ class RobustKnockoffNets(KnockoffNets):
       logits (ART applies a softmax to the victim's probabilities as if they were logits);
     * ``use_probability`` is honoured (ART's adaptive loop always trains on hard labels);
     * the online single-sample thief updates are made only for the rewards that read the thief
-      (``loss``, ``all``); at each checkpoint of ``checkpoints`` the thief is trained on all
-      answers so far, which is what ART does once at the end.
+      (``loss``, ``all``); at each checkpoint the thief is trained on all answers so far, which
+      is what ART does once at the end.
+
+    ``iter_checkpoints``: the adaptive strategy runs the bandit once, to the largest checkpoint
+    (``x`` the pool, ``y`` its labels); the random strategy runs ART's random extraction on nested
+    prefixes of ``x`` (:class:`NestedPrefixes`).
     """
 
-    attack_params = KnockoffNets.attack_params + ["reward_clip", "checkpoints"]
+    attack_params = KnockoffNets.attack_params + ["reward_clip"]
 
     def __init__(self, classifier, batch_size_fit: int = 1, batch_size_query: int = 1, nb_epochs: int = 10,
                  nb_stolen: int = 1, sampling_strategy: str = "adaptive", reward: str = "all",
-                 verbose: bool = False, use_probability: bool = False, reward_clip: float = 10.0,
-                 checkpoints: list[int] | None = None) -> None:
+                 verbose: bool = False, use_probability: bool = False, reward_clip: float = 10.0) -> None:
         self.reward_clip = reward_clip
-        self.checkpoints = sorted(checkpoints) if checkpoints else [nb_stolen]
         super().__init__(classifier=classifier, batch_size_fit=batch_size_fit, batch_size_query=batch_size_query,
                          nb_epochs=nb_epochs, nb_stolen=nb_stolen, sampling_strategy=sampling_strategy,
                          reward=reward, verbose=verbose, use_probability=use_probability)
@@ -59,9 +97,6 @@ class RobustKnockoffNets(KnockoffNets):
         if not self.reward_clip > 0:
             raise ValueError(f"The 'reward_clip' parameter of RobustKnockoffNets must be positive. "
                              f"Got {self.reward_clip} instead.")
-        if any(c <= 0 or c > self.nb_stolen for c in self.checkpoints):
-            raise ValueError(f"The 'checkpoints' parameter of RobustKnockoffNets must lie in [1, nb_stolen="
-                             f"{self.nb_stolen}]. Got {self.checkpoints} instead.")
 
     def _reward(self, y_output: np.ndarray, y_hat: np.ndarray, n: int) -> float:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -75,8 +110,19 @@ class RobustKnockoffNets(KnockoffNets):
         log_probs_hat = logits - np.log(np.sum(np.exp(logits)))
         return float(-np.sum(probs_output * log_probs_hat))
 
-    def adaptive_steps(self, x: np.ndarray, y: np.ndarray, thieved_classifier: ThiefClassifier
-                       ) -> Iterator[tuple[int, ThiefClassifier]]:
+    def _iter_checkpoints(self, checkpoints: list[int], *, x: np.ndarray | None, y: np.ndarray | None,
+                          thieved_classifier) -> Iterator[tuple[int, ClassifierMixin]]:
+        if thieved_classifier is None or not isinstance(thieved_classifier, ClassifierMixin):
+            raise ValueError("A thieved classifier is needed.")
+        if self.sampling_strategy == "random":
+            return NestedPrefixes._iter_checkpoints(self, checkpoints, x=x, y=y,
+                                                    thieved_classifier=thieved_classifier)
+        if x is None or y is None:
+            raise ValueError("The adaptive strategy of RobustKnockoffNets needs the pool x and its labels y.")
+        return self._adaptive_checkpoints(checkpoints, x, y, thieved_classifier)
+
+    def _adaptive_checkpoints(self, checkpoints: list[int], x: np.ndarray, y: np.ndarray, thieved_classifier
+                              ) -> Iterator[tuple[int, ClassifierMixin]]:
         """The bandit loop; yields (queries so far, thief) at each checkpoint."""
         y = np.argmax(y, axis=1) if y.ndim == 2 else y
         _, y_index = np.unique(y, return_inverse=True)
@@ -92,10 +138,10 @@ class RobustKnockoffNets(KnockoffNets):
         probs = np.full(nb_actions, 1.0 / nb_actions)
         selected_x, answers = [], []
         avg_reward = 0.0
-        pending = list(self.checkpoints)
+        pending = list(checkpoints)
         from tqdm.auto import trange
 
-        for iteration in trange(1, self.nb_stolen + 1, desc="knockoff adaptive", disable=not self.verbose,
+        for iteration in trange(1, checkpoints[-1] + 1, desc="knockoff adaptive", disable=not self.verbose,
                                 leave=False):
             action = int(np.random.choice(nb_actions, p=probs))
             sampled_x = self._sample_data(x, y_index, action)
@@ -122,9 +168,8 @@ class RobustKnockoffNets(KnockoffNets):
                 yield iteration, thieved_classifier
 
     def _adaptive_extraction(self, x: np.ndarray, y: np.ndarray, thieved_classifier):
-        for _ in self.adaptive_steps(x, y, thieved_classifier):
-            pass
-        return thieved_classifier
+        """ART's ``extract`` with the adaptive strategy: the bandit run to ``nb_stolen``."""
+        return self._run_to(self.nb_stolen, x=x, y=y, thieved_classifier=thieved_classifier)
 
 
 def knockoff_pool(p: KnockoffParams, ctx: AttackContext) -> Dataset:
@@ -148,21 +193,25 @@ def knockoff_pool(p: KnockoffParams, ctx: AttackContext) -> Dataset:
 
 
 def _prefix_attack(ctx: AttackContext, make_art_attack) -> Iterator[tuple[int, ThiefClassifier]]:
-    """Run an ART attack once per checkpoint on nested prefixes of a seeded permutation of the pool."""
+    """Run a :class:`NestedPrefixes` attack on a seeded permutation of the pool, through a caching client.
+
+    Without ``thief.warm_start`` each checkpoint trains a fresh thief.
+    """
     seed_everything(ctx.seed)
     order = np.random.default_rng(ctx.seed).permutation(len(ctx.pool))
-    client = CachingClient(ctx.oracle)
-    thief = ctx.make_thief()
-    for i, budget in enumerate(ctx.budgets):
-        if i > 0 and not ctx.thief_spec.warm_start:
-            thief = ctx.make_thief()
-        attack = make_art_attack(client, budget)
-        thief = attack.extract(x=ctx.pool.x[order[:budget]], thieved_classifier=thief)
-        yield budget, thief
+    attack = make_art_attack(CachingClient(ctx.oracle))
+    x = ctx.pool.x[order[:max(ctx.budgets)]]
+    if ctx.thief_spec.warm_start:
+        yield from attack.iter_checkpoints(ctx.budgets, x=x, thieved_classifier=ctx.make_thief())
+        return
+    for budget in ctx.budgets:
+        yield from attack.iter_checkpoints([budget], x=x, thieved_classifier=ctx.make_thief())
 
 
 class KnockoffAttack:
     """KnockoffNets (Orekondy et al. 2019) from ART: query a natural proxy pool, train on the answers."""
+
+    extraction_class = RobustKnockoffNets
 
     def __init__(self, params: KnockoffParams):
         self.params = params
@@ -172,9 +221,9 @@ class KnockoffAttack:
         if p.pool_data is not None or p.avoid_detector is not None:
             ctx = dataclasses.replace(ctx, pool=knockoff_pool(p, ctx))
         if p.strategy == "random":
-            yield from _prefix_attack(ctx, lambda client, budget: KnockoffNets(
+            yield from _prefix_attack(ctx, lambda client: RobustKnockoffNets(
                 classifier=client, batch_size_fit=spec.batch_size, batch_size_query=p.batch_size_query,
-                nb_epochs=spec.epochs, nb_stolen=budget, sampling_strategy="random",
+                nb_epochs=spec.epochs, nb_stolen=max(ctx.budgets), sampling_strategy="random",
                 use_probability=p.use_probability))
             return
         if ctx.pool.y is None:
@@ -183,18 +232,20 @@ class KnockoffAttack:
         attack = RobustKnockoffNets(
             classifier=ctx.oracle, batch_size_fit=spec.batch_size, batch_size_query=1, nb_epochs=spec.epochs,
             nb_stolen=max(ctx.budgets), sampling_strategy="adaptive", reward=p.reward,
-            use_probability=p.use_probability, checkpoints=ctx.budgets, verbose=ctx.progress)
-        yield from attack.adaptive_steps(ctx.pool.x, ctx.pool.y, ctx.make_thief())
+            use_probability=p.use_probability, verbose=ctx.progress)
+        yield from attack.iter_checkpoints(ctx.budgets, x=ctx.pool.x, y=ctx.pool.y, thieved_classifier=ctx.make_thief())
 
 
 class CopycatAttack:
     """CopycatCNN (Correia-Silva et al. 2018) from ART: label non-problem-domain images with the victim's top class."""
+
+    extraction_class = CheckpointedCopycatCNN
 
     def __init__(self, params: CopycatParams):
         self.params = params
 
     def run(self, ctx: AttackContext) -> Iterator[tuple[int, ThiefClassifier]]:
         p, spec = self.params, ctx.thief_spec
-        yield from _prefix_attack(ctx, lambda client, budget: CopycatCNN(
+        yield from _prefix_attack(ctx, lambda client: CheckpointedCopycatCNN(
             classifier=client, batch_size_fit=spec.batch_size, batch_size_query=p.batch_size_query,
-            nb_epochs=spec.epochs, nb_stolen=budget, use_probability=p.use_probability))
+            nb_epochs=spec.epochs, nb_stolen=max(ctx.budgets), use_probability=p.use_probability))

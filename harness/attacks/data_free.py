@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from stealcheck.thief import ThiefClassifier
 
-from .base import AttackContext
+from .base import AttackContext, CheckpointedExtraction
 from .specs import DFMEParams, MAZEParams
 
 __all__ = ["zeroth_order_gradient", "DataFreeGenerator", "DataFreeModelExtraction", "MAZE",
@@ -158,7 +158,7 @@ def to_input_range(t: torch.Tensor, clip_values: tuple[float, float]) -> torch.T
 # ---------------------------------------------------------------- DFME
 
 
-class DataFreeModelExtraction(ExtractionAttack):
+class DataFreeModelExtraction(ExtractionAttack, CheckpointedExtraction):
     """Data-Free Model Extraction (DFME, Truong et al., CVPR 2021).
 
     The attacker has no data. A generator G(z), z ~ N(0, I), synthesises queries; the student
@@ -189,7 +189,7 @@ class DataFreeModelExtraction(ExtractionAttack):
     a generator step with r queries left before the checkpoint uses r // (nb_directions + 1)
     samples (none: skipped), a student step min(batch_size, r). G still generates a full batch
     (batch-norm statistics stay those of ``batch_size`` samples) of which only the first ones are
-    sent. ``iter_extract`` yields the student at each checkpoint; ``extract`` runs to ``nb_stolen``.
+    sent. ``iter_checkpoints`` yields the student at each checkpoint; ``extract`` runs to ``nb_stolen``.
 
     The student is an ART ``PyTorchClassifier`` whose module outputs logits; its module is trained
     directly with the student optimiser (after the classifier's torch preprocessing), not with
@@ -369,15 +369,6 @@ class DataFreeModelExtraction(ExtractionAttack):
             raise ValueError(f"{name} trains the thief's torch module directly, so the thieved_classifier's "
                              "preprocessing must be PyTorch operations (or none).")
 
-    def _check_checkpoints(self, checkpoints: Sequence[int] | None) -> list[int]:
-        points = [self.nb_stolen] if checkpoints is None else list(checkpoints)
-        ok = bool(points) and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in points)
-        points = sorted(int(c) for c in points) if ok else points
-        if not ok or points[0] < 1 or points[-1] > self.nb_stolen or len(set(points)) != len(points):
-            raise ValueError(f"The checkpoints of {type(self).__name__} must be distinct positive integers of at "
-                             f"most nb_stolen={self.nb_stolen}. Got {checkpoints!r} instead.")
-        return points
-
     # -------------------------------------------------------------- the pieces subclasses change
 
     def _victim_targets(self, probs: torch.Tensor) -> torch.Tensor:
@@ -468,18 +459,17 @@ class DataFreeModelExtraction(ExtractionAttack):
         self.optimiser_s_.step()
         return float(loss.detach())
 
-    def iter_extract(self, thieved_classifier, checkpoints: Sequence[int] | None = None
-                     ) -> Iterator[tuple[int, PyTorchClassifier]]:
-        """Run the attack, yielding ``(queries so far, thieved_classifier)`` exactly at each checkpoint.
+    def _iter_checkpoints(self, checkpoints: list[int], *, x: np.ndarray | None, y: np.ndarray | None,
+                          thieved_classifier: PyTorchClassifier) -> Iterator[tuple[int, PyTorchClassifier]]:
+        """Run the attack (``x`` and ``y`` unused: it is data-free), stopping at the largest checkpoint.
 
-        ``checkpoints``: distinct positive query counts of at most ``nb_stolen`` (default: ``nb_stolen``);
-        the attack stops at the largest. The same (trained-on) classifier is yielded each time, its module
-        in eval mode; training resumes when the iterator is advanced.
+        The same (trained-on) classifier is yielded each time, its module in eval mode; training
+        resumes when the iterator is advanced.
         """
         from tqdm.auto import tqdm
 
         self._check_thief(thieved_classifier)
-        pending = self._check_checkpoints(checkpoints)
+        pending = list(checkpoints)
         self._thief = thieved_classifier
         self._student = thieved_classifier.model
         weights = list(self._student.parameters())
@@ -530,7 +520,7 @@ class DataFreeModelExtraction(ExtractionAttack):
             self.generator_.eval()
 
     def _start(self) -> None:
-        """Per-run state (reset at every ``iter_extract``); subclasses extend it."""
+        """Per-run state (reset at every ``iter_checkpoints``); subclasses extend it."""
         if self.stealth_weight > 0:
             ref = torch.from_numpy(np.asarray(self.stealth_reference, dtype=np.float32)).flatten(1).to(self._device)
             self._stealth_mean = ref.mean(dim=0)
@@ -564,9 +554,7 @@ class DataFreeModelExtraction(ExtractionAttack):
         if thieved_classifier is None:
             raise ValueError(f"{type(self).__name__}.extract needs the keyword argument thieved_classifier "
                              "(an ART PyTorchClassifier).")
-        for _ in self.iter_extract(thieved_classifier, [self.nb_stolen]):
-            pass
-        return thieved_classifier
+        return self._run_to(self.nb_stolen, thieved_classifier=thieved_classifier)
 
 
 # ---------------------------------------------------------------- MAZE
@@ -709,7 +697,7 @@ def _run_data_free(attack_class, params: BaseModel, ctx: AttackContext) -> Itera
                           **kwargs)
     # The student trains continuously across checkpoints (thief.warm_start and the thief's own
     # fit schedule do not apply: the attack has its own optimiser).
-    yield from attack.iter_extract(ctx.make_thief(), ctx.budgets)
+    yield from attack.iter_checkpoints(ctx.budgets, thieved_classifier=ctx.make_thief())
 
 
 class DFMEAttack:
@@ -718,6 +706,8 @@ class DFMEAttack:
     The thief's architecture comes from the scenario; its training recipe (epochs, lr, steps)
     does not apply: the attack trains it with its own SGD schedule as queries accrue.
     """
+
+    extraction_class = DataFreeModelExtraction
 
     def __init__(self, params: DFMEParams):
         self.params = params
@@ -731,6 +721,8 @@ class MAZEAttack:
 
     The thief's architecture comes from the scenario; its training recipe does not apply.
     """
+
+    extraction_class = MAZE
 
     def __init__(self, params: MAZEParams):
         self.params = params

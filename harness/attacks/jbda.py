@@ -19,7 +19,7 @@ from art.estimators.estimator import BaseEstimator
 
 from stealcheck.thief import ThiefClassifier
 
-from .base import AttackContext, seed_everything
+from .base import AttackContext, CheckpointedExtraction, seed_everything
 from .specs import JBDAParams
 
 VARIANTS = ("jbda", "jb-self", "jb-topk")
@@ -41,7 +41,7 @@ def softmax_class_gradient(model: torch.nn.Module, x: np.ndarray, labels: np.nda
     return np.concatenate(grads) if grads else np.empty_like(x)
 
 
-class JacobianAugmentation(ExtractionAttack):
+class JacobianAugmentation(ExtractionAttack, CheckpointedExtraction):
     """Papernot et al.'s substitute training with Jacobian-based dataset augmentation.
 
     Variants (Juuti et al., PRADA, EuroS&P 2019):
@@ -69,14 +69,14 @@ class JacobianAugmentation(ExtractionAttack):
     every labelled point before each augmentation and at each budget checkpoint. The victim is
     only asked for outputs (``predict``), never gradients, so any ART classifier can be the
     victim. Queries: ``len(seed) * 2 ** nb_rounds`` without a reservoir, and never more than
-    ``nb_stolen``: the last batch is cut to fit, so the count hits ``nb_stolen`` exactly when the
-    rounds would go past it.
+    the largest checkpoint (at most ``nb_stolen``): the last batch is cut to fit, so the count hits
+    each checkpoint exactly when the rounds would go past it.
     """
 
     attack_params = ExtractionAttack.attack_params + [
         "nb_stolen", "variant", "nb_rounds", "step_size", "nb_epochs", "batch_size_fit", "batch_size_query",
         "sign_period", "reservoir_size", "reservoir_after", "top_k", "topk_steps", "use_probability", "seed",
-        "checkpoints", "keep_saturated",
+        "keep_saturated",
     ]
     _estimator_requirements = (BaseEstimator, ClassifierMixin)
 
@@ -84,7 +84,7 @@ class JacobianAugmentation(ExtractionAttack):
                  step_size: float = 0.1, nb_epochs: int = 10, batch_size_fit: int = 128,
                  batch_size_query: int = 256, sign_period: int | None = None, reservoir_size: int | None = None,
                  reservoir_after: int = 3, top_k: int = 3, topk_steps: int = 5, use_probability: bool = False,
-                 seed: int = 0, checkpoints: list[int] | None = None, keep_saturated: bool = False) -> None:
+                 seed: int = 0, keep_saturated: bool = False) -> None:
         super().__init__(estimator=classifier)
         self.keep_saturated = keep_saturated
         self.nb_stolen = nb_stolen
@@ -101,7 +101,6 @@ class JacobianAugmentation(ExtractionAttack):
         self.topk_steps = topk_steps
         self.use_probability = use_probability
         self.seed = seed
-        self.checkpoints = sorted(checkpoints) if checkpoints else [nb_stolen]
         self._check_params()
 
     def _check_params(self) -> None:
@@ -128,9 +127,6 @@ class JacobianAugmentation(ExtractionAttack):
         if not isinstance(self.keep_saturated, bool):
             raise ValueError(f"The 'keep_saturated' parameter of JacobianAugmentation must be a boolean. "
                              f"Got {self.keep_saturated!r} instead.")
-        if any(c <= 0 or c > self.nb_stolen for c in self.checkpoints):
-            raise ValueError(f"The 'checkpoints' parameter of JacobianAugmentation must lie in [1, nb_stolen="
-                             f"{self.nb_stolen}]. Got {self.checkpoints} instead.")
 
     # ------------------------------------------------------------------ augmentation
 
@@ -189,18 +185,21 @@ class JacobianAugmentation(ExtractionAttack):
             return out
         return np.eye(self.estimator.nb_classes, dtype=np.float32)[np.argmax(out, axis=1)]
 
-    def iter_extract(self, x: np.ndarray, thieved_classifier: PyTorchClassifier
-                     ) -> Iterator[tuple[int, PyTorchClassifier]]:
-        """Run the attack from the seed set ``x``; yield (queries so far, substitute) at each checkpoint.
+    def _iter_checkpoints(self, checkpoints: list[int], *, x: np.ndarray | None, y: np.ndarray | None,
+                          thieved_classifier: PyTorchClassifier) -> Iterator[tuple[int, PyTorchClassifier]]:
+        """Run the attack from the seed set ``x`` (``y`` unused: the victim labels the seeds).
 
         If the rounds end (``nb_rounds``) before a checkpoint is reached, the final substitute is
-        yielded for every remaining checkpoint with the (smaller) number of queries it used.
+        yielded for every remaining checkpoint, having used fewer queries than the checkpoint.
         """
+        if x is None:
+            raise ValueError("JacobianAugmentation needs the seed set x.")
         if not isinstance(thieved_classifier, PyTorchClassifier):
             raise ValueError("JacobianAugmentation needs a PyTorchClassifier substitute (its Jacobian is computed "
                              f"with torch). Got {type(thieved_classifier).__name__} instead.")
         rng = np.random.default_rng(self.seed)
-        pending = list(self.checkpoints)
+        pending = list(checkpoints)
+        last = checkpoints[-1]
         inputs: list[np.ndarray] = []
         answers: list[np.ndarray] = []
         used = 0
@@ -218,8 +217,8 @@ class JacobianAugmentation(ExtractionAttack):
             """Ask the victim about ``new`` up to the budget, training and yielding at checkpoints."""
             nonlocal used
             start = 0
-            while start < len(new) and used < self.nb_stolen:
-                stop_at = pending[0] if pending else self.nb_stolen
+            while start < len(new) and used < last:
+                stop_at = pending[0] if pending else last
                 take = min(len(new) - start, stop_at - used)
                 chunk = new[start:start + take]
                 inputs.append(chunk)
@@ -234,7 +233,7 @@ class JacobianAugmentation(ExtractionAttack):
         seed_x = np.asarray(x, dtype=np.float32)
         yield from query(seed_x)
         round_index = 0
-        while used < self.nb_stolen and (self.nb_rounds is None or round_index < self.nb_rounds):
+        while used < last and (self.nb_rounds is None or round_index < self.nb_rounds):
             train()
             current = np.concatenate(inputs)
             labels = np.argmax(np.concatenate(answers), axis=1)
@@ -246,24 +245,25 @@ class JacobianAugmentation(ExtractionAttack):
             round_index += 1
         if pending:
             train()
-            for _ in pending:
-                yield used, thieved_classifier
+            for budget in pending:
+                yield budget, thieved_classifier
 
     def extract(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> PyTorchClassifier:
-        """Extract a substitute from the seed set ``x`` (``y`` unused: the victim labels the seeds).
+        """Extract a substitute from the seed set ``x`` with ``nb_stolen`` queries at most (``y`` unused: the
+        victim labels the seeds).
 
         :param thieved_classifier: the substitute, an ART PyTorchClassifier outputting logits.
         """
         thieved_classifier = kwargs.get("thieved_classifier")
         if thieved_classifier is None:
             raise ValueError("A thieved classifier is needed.")
-        for _ in self.iter_extract(x, thieved_classifier):
-            pass
-        return thieved_classifier
+        return self._run_to(self.nb_stolen, x=x, thieved_classifier=thieved_classifier)
 
 
 class JBDAAttack:
     """Jacobian-based dataset augmentation (Papernot et al. 2017) with PRADA's jb-self and jb-topk variants."""
+
+    extraction_class = JacobianAugmentation
 
     def __init__(self, params: JBDAParams):
         self.params = params
@@ -282,6 +282,5 @@ class JBDAAttack:
             step_size=p.step_size, nb_epochs=p.nb_epochs, batch_size_fit=ctx.thief_spec.batch_size,
             batch_size_query=p.batch_size_query, sign_period=p.sign_period, reservoir_size=p.reservoir_size,
             reservoir_after=p.reservoir_after, top_k=p.top_k, topk_steps=p.topk_steps,
-            use_probability=p.use_probability, seed=ctx.seed, checkpoints=ctx.budgets,
-            keep_saturated=p.keep_saturated)
-        yield from attack.iter_extract(seeds.x[chosen], ctx.make_thief())
+            use_probability=p.use_probability, seed=ctx.seed, keep_saturated=p.keep_saturated)
+        yield from attack.iter_checkpoints(ctx.budgets, x=seeds.x[chosen], thieved_classifier=ctx.make_thief())

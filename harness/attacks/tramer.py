@@ -26,7 +26,7 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 
 
-from .base import AttackContext
+from .base import AttackContext, CheckpointedExtraction
 from .tramer_models import (ACTIVATIONS, FAMILIES, SATURATION, ExtractedClassifier, LogitSolution, ModelFamily,
                             fit_cross_entropy, solve_binary_logit)
 from .specs import EquationSolvingParams, LowdMeekParams, RetrainingParams, check_feature_box
@@ -100,12 +100,6 @@ def _check_positive_int(owner: str, name: str, value) -> None:
         raise ValueError(f"The '{name}' parameter of {owner} must be a positive integer. Got {value!r} instead.")
 
 
-def _check_checkpoints(owner: str, checkpoints: list[int]) -> None:
-    if not checkpoints or any(not isinstance(c, (int, np.integer)) or c <= 0 for c in checkpoints):
-        raise ValueError(f"The 'checkpoints' parameter of {owner} must be a non-empty list of positive integers. "
-                         f"Got {checkpoints!r} instead.")
-
-
 def _flat_dim(estimator) -> int:
     return int(np.prod(estimator.input_shape))
 
@@ -113,7 +107,7 @@ def _flat_dim(estimator) -> int:
 # ---------------------------------------------------------------- equation solving
 
 
-class EquationSolving(ExtractionAttack):
+class EquationSolving(ExtractionAttack, CheckpointedExtraction):
     """Tramèr et al.'s equation-solving attack on models that return class probabilities.
 
     ``binary_lr``: each answer gives one linear equation log(f1(x) / f0(x)) = w.x + b, so d + 1
@@ -122,8 +116,8 @@ class EquationSolving(ExtractionAttack):
     own probabilities, plus ``l2``/2 times its squared weights (L-BFGS-B; strongly convex for the
     linear families). Queries are drawn uniformly from the feature box (``query_design="basis"``
     starts with the d + 1 best-conditioned points instead: the box's low corner and one step along
-    each axis, the best-conditioned system); at each checkpoint b the model is fitted on the first b
-    answers (warm-started from the previous fit). The attacker is assumed to know the model family
+    each axis, the best-conditioned system); at each checkpoint b of ``iter_checkpoints`` the model is
+    fitted on the first b answers (warm-started from the previous fit). The attacker is assumed to know the model family
     (and, for the mlp, the hidden width and activation), as in the paper.
 
     ``binary_lr`` copies also report how far the solve can be trusted (``solve_residual``,
@@ -133,15 +127,14 @@ class EquationSolving(ExtractionAttack):
     """
 
     attack_params = ExtractionAttack.attack_params + [
-        "family", "hidden", "activation", "l2", "max_iter", "restarts", "feature_box", "query_design", "checkpoints",
-        "seed", "batch_size_query"]
+        "family", "hidden", "activation", "l2", "max_iter", "restarts", "feature_box", "query_design", "seed",
+        "batch_size_query"]
     _estimator_requirements = (BaseEstimator, ClassifierMixin)
 
     def __init__(self, classifier, family: str = "softmax", hidden: int = 20, activation: str = "relu",
                  l2: float = 1e-8, max_iter: int = 5000, restarts: int = 1,
                  feature_box: Sequence[Sequence[float]] | None = None, query_design: str = "uniform",
-                 checkpoints: list[int] | None = None, seed: int = 0, batch_size_query: int = 1024,
-                 reference_parameters: dict | None = None) -> None:
+                 seed: int = 0, batch_size_query: int = 1024, reference_parameters: dict | None = None) -> None:
         super().__init__(estimator=classifier)
         self.family = family
         self.hidden = hidden
@@ -151,7 +144,6 @@ class EquationSolving(ExtractionAttack):
         self.restarts = restarts
         self.feature_box = feature_box
         self.query_design = query_design
-        self.checkpoints = sorted(checkpoints) if checkpoints else None
         self.seed = seed
         self.batch_size_query = batch_size_query
         self.reference_parameters = reference_parameters  # evaluation only: parameter error of the copy
@@ -175,8 +167,6 @@ class EquationSolving(ExtractionAttack):
         if not (isinstance(self.l2, (int, float)) and self.l2 >= 0):
             raise ValueError(f"The 'l2' parameter of EquationSolving must be a non-negative number. "
                              f"Got {self.l2!r} instead.")
-        if self.checkpoints is not None:
-            _check_checkpoints("EquationSolving", self.checkpoints)
         if self.family == "binary_lr" and self.estimator.nb_classes != 2:
             raise ValueError(f"The 'binary_lr' family of EquationSolving needs a victim with 2 classes; this one "
                              f"has {self.estimator.nb_classes}. Use softmax, ovr or mlp.")
@@ -214,9 +204,9 @@ class EquationSolving(ExtractionAttack):
         # the answer is to the float32 input actually sent: fit on exactly that (answers are float64)
         return np.asarray(self.estimator.predict(shaped, batch_size=self.batch_size_query), dtype=np.float64)
 
-    def iter_extract(self) -> Iterator[tuple[int, ExtractedClassifier]]:
-        """Query uniformly in the box; yield (queries, extracted model) at every checkpoint."""
-        checkpoints = self.checkpoints or [self.model_.unknowns]
+    def _iter_checkpoints(self, checkpoints: list[int], *, x: np.ndarray | None, y: np.ndarray | None,
+                          thieved_classifier) -> Iterator[tuple[int, ExtractedClassifier]]:
+        """Query uniformly in the box (``x``, ``y`` and ``thieved_classifier`` unused); fit at every checkpoint."""
         rng = np.random.default_rng(self.seed)
         x_all = self.box_.sample(max(checkpoints), rng)
         if self.query_design == "basis":
@@ -284,7 +274,7 @@ def _warn_untrustworthy(solution: LogitSolution | None, unknowns: int) -> None:
 # ---------------------------------------------------------------- Lowd-Meek
 
 
-class LowdMeek(ExtractionAttack):
+class LowdMeek(ExtractionAttack, CheckpointedExtraction):
     """Lowd and Meek's label-only attack on a binary linear classifier, as Tramèr et al. run it.
 
     Random points in the box are labelled until both classes are seen; each becomes a *sign
@@ -295,18 +285,17 @@ class LowdMeek(ExtractionAttack):
     labels only (one-hot): nothing in a label reveals the victim's scale.
     """
 
-    attack_params = ExtractionAttack.attack_params + ["eps", "nb_boundary", "feature_box", "seed", "checkpoints"]
+    attack_params = ExtractionAttack.attack_params + ["eps", "nb_boundary", "feature_box", "seed"]
     _estimator_requirements = (BaseEstimator, ClassifierMixin)
 
     def __init__(self, classifier, eps: float = 1e-6, nb_boundary: int | None = None,
                  feature_box: Sequence[Sequence[float]] | None = None, seed: int = 0,
-                 checkpoints: list[int] | None = None, reference_parameters: dict | None = None) -> None:
+                 reference_parameters: dict | None = None) -> None:
         super().__init__(estimator=classifier)
         self.eps = eps
         self.nb_boundary = nb_boundary
         self.feature_box = feature_box
         self.seed = seed
-        self.checkpoints = sorted(checkpoints) if checkpoints else None
         self.reference_parameters = reference_parameters
         self._check_params()
         self.box_ = FeatureBox.resolve(feature_box, _flat_dim(classifier), classifier.clip_values)
@@ -316,8 +305,6 @@ class LowdMeek(ExtractionAttack):
             raise ValueError(f"The 'eps' parameter of LowdMeek must be a float in (0, 0.5). Got {self.eps!r} instead.")
         if self.nb_boundary is not None:
             _check_positive_int("LowdMeek", "nb_boundary", self.nb_boundary)
-        if self.checkpoints is not None:
-            _check_checkpoints("LowdMeek", self.checkpoints)
         if self.estimator.nb_classes != 2:
             raise ValueError(f"LowdMeek attacks binary linear classifiers; this victim has "
                              f"{self.estimator.nb_classes} classes.")
@@ -326,6 +313,11 @@ class LowdMeek(ExtractionAttack):
     def steps(self) -> int:
         """Binary-search steps per boundary point."""
         return int(math.ceil(math.log2(1.0 / self.eps)))
+
+    @property
+    def target(self) -> int:
+        """Boundary points the attack looks for: ``nb_boundary``, or d + 1."""
+        return self.nb_boundary or self.box_.d + 1
 
     def _labels(self, x: np.ndarray) -> np.ndarray:
         shaped = x.reshape(len(x), *self.estimator.input_shape).astype(np.float32)
@@ -345,15 +337,16 @@ class LowdMeek(ExtractionAttack):
         return ExtractedClassifier(proba, self.estimator.input_shape, 2, self.estimator.clip_values, metrics,
                                    description="Lowd-Meek")
 
-    def iter_extract(self) -> Iterator[tuple[int, ExtractedClassifier]]:
-        """Yield (queries, copy) at every checkpoint; the copy uses the boundary points found so far.
+    def _iter_checkpoints(self, checkpoints: list[int], *, x: np.ndarray | None, y: np.ndarray | None,
+                          thieved_classifier) -> Iterator[tuple[int, ExtractedClassifier]]:
+        """Yield (budget, copy) at every checkpoint; the copy uses the boundary points found so far
+        (``x``, ``y`` and ``thieved_classifier`` unused).
 
         Each checkpoint's budget is spent on complete boundary searches (witness + ``steps``
-        queries); the attack stops when ``nb_boundary`` points are found.
+        queries); the attack stops asking when ``nb_boundary`` points are found.
         """
         d = self.box_.d
-        target = self.nb_boundary or d + 1
-        checkpoints = self.checkpoints or [target * (self.steps + 1)]
+        target = self.target
         rng = np.random.default_rng(self.seed)
         used = 0
         witnesses: list[np.ndarray] = []
@@ -403,10 +396,7 @@ class LowdMeek(ExtractionAttack):
 
     def extract(self, x: np.ndarray | None = None, y: np.ndarray | None = None, **kwargs) -> ExtractedClassifier:
         """Run the attack to the end (``x`` and ``y`` unused: the attack makes its own queries)."""
-        out = None
-        for _, out in self.iter_extract():
-            pass
-        return out
+        return self._run_to(self.target * (self.steps + 1))
 
 
 def norm(v: np.ndarray) -> float:
@@ -418,7 +408,7 @@ def norm(v: np.ndarray) -> float:
 STRATEGIES = ("uniform", "line_search", "adaptive")
 
 
-class Retraining(ExtractionAttack):
+class Retraining(ExtractionAttack, CheckpointedExtraction):
     """Retraining attacks (Tramèr et al. §6): fit a model of a chosen family to the victim's answers.
 
     * ``uniform``: all queries uniform in the feature box;
@@ -436,14 +426,13 @@ class Retraining(ExtractionAttack):
 
     attack_params = ExtractionAttack.attack_params + [
         "strategy", "family", "hidden", "activation", "l2", "max_iter", "use_probability", "uniform_share",
-        "round_size", "candidates", "search_steps", "feature_box", "seed", "checkpoints"]
+        "round_size", "candidates", "search_steps", "feature_box", "seed"]
     _estimator_requirements = (BaseEstimator, ClassifierMixin)
 
     def __init__(self, classifier, strategy: str = "adaptive", family: str = "softmax", hidden: int = 20,
                  activation: str = "relu", l2: float = 1e-4, max_iter: int = 1000, use_probability: bool = True,
                  uniform_share: float = 0.25, round_size: int = 100, candidates: int = 10, search_steps: int = 8,
-                 feature_box: Sequence[Sequence[float]] | None = None, seed: int = 0,
-                 checkpoints: list[int] | None = None) -> None:
+                 feature_box: Sequence[Sequence[float]] | None = None, seed: int = 0) -> None:
         super().__init__(estimator=classifier)
         self.strategy = strategy
         self.family = family
@@ -458,7 +447,6 @@ class Retraining(ExtractionAttack):
         self.search_steps = search_steps
         self.feature_box = feature_box
         self.seed = seed
-        self.checkpoints = sorted(checkpoints) if checkpoints else [1000]
         self._check_params()
         self.model_ = ModelFamily(family, _flat_dim(classifier), classifier.nb_classes,
                                   hidden if family == "mlp" else 0, activation)
@@ -478,7 +466,6 @@ class Retraining(ExtractionAttack):
                              f"Got {self.uniform_share!r} instead.")
         if not self.l2 >= 0:
             raise ValueError(f"The 'l2' parameter of Retraining must be non-negative. Got {self.l2!r} instead.")
-        _check_checkpoints("Retraining", self.checkpoints)
 
     def _ask(self, x: np.ndarray) -> np.ndarray:
         shaped = x.reshape(len(x), *self.estimator.input_shape).astype(np.float32)
@@ -525,8 +512,9 @@ class Retraining(ExtractionAttack):
                     break
         return np.concatenate(xs), np.concatenate(ys)
 
-    def iter_extract(self) -> Iterator[tuple[int, ExtractedClassifier]]:
-        """Query, refit, and yield (queries, copy) at every checkpoint."""
+    def _iter_checkpoints(self, checkpoints: list[int], *, x: np.ndarray | None, y: np.ndarray | None,
+                          thieved_classifier) -> Iterator[tuple[int, ExtractedClassifier]]:
+        """Query, refit, and yield (budget, copy) at every checkpoint (``x``, ``y``, ``thieved_classifier`` unused)."""
         rng = np.random.default_rng(self.seed)
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
@@ -544,7 +532,7 @@ class Retraining(ExtractionAttack):
             theta = fit_cross_entropy(self.model_, np.concatenate(xs), np.concatenate(ys), l2=self.l2,
                                       theta0=theta, max_iter=self.max_iter, seed=self.seed)[0]
 
-        for budget in self.checkpoints:
+        for budget in checkpoints:
             if self.strategy == "uniform":
                 if budget > used:
                     add(self.box_.sample(budget - used, rng))
@@ -574,11 +562,8 @@ class Retraining(ExtractionAttack):
             yield budget, self._copy(theta, used)
 
     def extract(self, x: np.ndarray | None = None, y: np.ndarray | None = None, **kwargs) -> ExtractedClassifier:
-        """Run to the last checkpoint (``x``, ``y`` unused)."""
-        out = None
-        for _, out in self.iter_extract():
-            pass
-        return out
+        """Run the attack with ``max_queries`` queries (default 1,000; ``x``, ``y`` unused)."""
+        return self._run_to(int(kwargs.get("max_queries", 1000)))
 
 
 # ---------------------------------------------------------------- plugins
@@ -592,6 +577,8 @@ def _reference(ctx: AttackContext) -> dict | None:
 class EquationSolvingAttack:
     """Tramèr et al.'s equation solving: exact binary LR from d+1 queries; softmax/OvR LR and MLP by cross-entropy fit."""
 
+    extraction_class = EquationSolving
+
     def __init__(self, params: EquationSolvingParams):
         self.params = params
 
@@ -599,12 +586,14 @@ class EquationSolvingAttack:
         p = self.params
         attack = EquationSolving(ctx.oracle, family=p.model, hidden=p.hidden, activation=p.activation, l2=p.l2,
                                  max_iter=p.max_iter, restarts=p.restarts, feature_box=p.feature_box,
-                                 query_design=p.query_design, checkpoints=ctx.budgets, seed=ctx.seed, reference_parameters=_reference(ctx))
-        yield from attack.iter_extract()
+                                 query_design=p.query_design, seed=ctx.seed, reference_parameters=_reference(ctx))
+        yield from attack.iter_checkpoints(ctx.budgets)
 
 
 class LowdMeekAttack:
     """Lowd-Meek label-only attack on binary linear classifiers: sign witnesses and boundary binary searches."""
+
+    extraction_class = LowdMeek
 
     def __init__(self, params: LowdMeekParams):
         self.params = params
@@ -612,12 +601,14 @@ class LowdMeekAttack:
     def run(self, ctx: AttackContext) -> Iterator[tuple[int, ExtractedClassifier]]:
         p = self.params
         attack = LowdMeek(ctx.oracle, eps=p.eps, nb_boundary=p.nb_boundary, feature_box=p.feature_box,
-                          seed=ctx.seed, checkpoints=ctx.budgets, reference_parameters=_reference(ctx))
-        yield from attack.iter_extract()
+                          seed=ctx.seed, reference_parameters=_reference(ctx))
+        yield from attack.iter_checkpoints(ctx.budgets)
 
 
 class RetrainingAttack:
     """Tramèr et al.'s retraining (uniform, line-search, adaptive) on probabilities or labels, for any victim."""
+
+    extraction_class = Retraining
 
     def __init__(self, params: RetrainingParams):
         self.params = params
@@ -627,6 +618,5 @@ class RetrainingAttack:
         attack = Retraining(ctx.oracle, strategy=p.strategy, family=p.model, hidden=p.hidden, activation=p.activation,
                             l2=p.l2, max_iter=p.max_iter, use_probability=p.use_probability,
                             uniform_share=p.uniform_share, round_size=p.round_size, candidates=p.candidates,
-                            search_steps=p.search_steps, feature_box=p.feature_box, seed=ctx.seed,
-                            checkpoints=ctx.budgets)
-        yield from attack.iter_extract()
+                            search_steps=p.search_steps, feature_box=p.feature_box, seed=ctx.seed)
+        yield from attack.iter_checkpoints(ctx.budgets)

@@ -32,8 +32,8 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 
 
-from .base import AttackContext
-from .tramer import FeatureBox, _check_checkpoints, _flat_dim
+from .base import AttackContext, CheckpointedExtraction
+from .tramer import FeatureBox, _flat_dim
 from .tramer_models import ExtractedClassifier
 from .specs import PathFindingParams
 
@@ -87,25 +87,24 @@ class TreeNode:
                 child._fill(x, sel, out)
 
 
-class PathFinding(ExtractionAttack):
+class PathFinding(ExtractionAttack, CheckpointedExtraction):
     """Tramèr et al.'s path-finding attack on decision trees behind a leaf-id API (see the module doc).
 
     The estimator must offer ``query_leaves(x) -> (node ids, probabilities)`` (stealcheck's oracle in
-    the ``leaf`` output mode). Answers are cached, so no input is paid for twice; each checkpoint
-    re-runs the (deterministic) exploration with a larger query limit, and the regions left
+    the ``leaf`` output mode). Answers are cached, so no input is paid for twice; each checkpoint of
+    ``iter_checkpoints`` re-runs the (deterministic) exploration with a larger query limit, and the regions left
     unexplored when the limit is reached become leaves answering as their representative query.
     """
 
-    attack_params = ExtractionAttack.attack_params + ["variant", "eps", "feature_box", "checkpoints"]
+    attack_params = ExtractionAttack.attack_params + ["variant", "eps", "feature_box"]
     _estimator_requirements = (BaseEstimator, ClassifierMixin)
 
     def __init__(self, classifier, variant: str = "path", eps: float = 1e-4,
-                 feature_box: Sequence[Sequence[float]] | None = None, checkpoints: list[int] | None = None) -> None:
+                 feature_box: Sequence[Sequence[float]] | None = None) -> None:
         super().__init__(estimator=classifier)
         self.variant = variant
         self.eps = eps
         self.feature_box = feature_box
-        self.checkpoints = sorted(checkpoints) if checkpoints else None
         self._check_params()
         self.box_ = FeatureBox.resolve(feature_box, _flat_dim(classifier), classifier.clip_values)
         self._answers: dict[bytes, tuple[int, np.ndarray]] = {}
@@ -117,8 +116,6 @@ class PathFinding(ExtractionAttack):
                              f"Got {self.variant!r} instead.")
         if not (isinstance(self.eps, float) and 0 < self.eps < 1):
             raise ValueError(f"The 'eps' parameter of PathFinding must be a float in (0, 1). Got {self.eps!r} instead.")
-        if self.checkpoints is not None:
-            _check_checkpoints("PathFinding", self.checkpoints)
         if not callable(getattr(self.estimator, "query_leaves", None)) \
                 or getattr(self.estimator, "output_mode", "leaf") != "leaf":
             raise ValueError("PathFinding needs an API that returns leaf ids (query_leaves); serve a decision-tree "
@@ -237,9 +234,10 @@ class PathFinding(ExtractionAttack):
         copy.tree = tree
         return copy
 
-    def iter_extract(self) -> Iterator[tuple[int, ExtractedClassifier]]:
-        """Yield (queries, extracted tree) at every checkpoint."""
-        for budget in self.checkpoints or [10 ** 9]:
+    def _iter_checkpoints(self, checkpoints: list[int], *, x: np.ndarray | None, y: np.ndarray | None,
+                          thieved_classifier) -> Iterator[tuple[int, ExtractedClassifier]]:
+        """Yield (budget, extracted tree) at every checkpoint (``x``, ``y``, ``thieved_classifier`` unused)."""
+        for budget in checkpoints:
             yield budget, self.as_classifier(self.explore(budget))
 
     def extract(self, x: np.ndarray | None = None, y: np.ndarray | None = None, **kwargs) -> ExtractedClassifier:
@@ -250,11 +248,12 @@ class PathFinding(ExtractionAttack):
 class PathFindingAttack:
     """Tramèr et al.'s decision-tree path finding against a leaf-id API (output: leaf), complete or top-down."""
 
+    extraction_class = PathFinding
+
     def __init__(self, params: PathFindingParams):
         self.params = params
 
     def run(self, ctx: AttackContext) -> Iterator[tuple[int, ExtractedClassifier]]:
         p = self.params
-        attack = PathFinding(ctx.oracle, variant=p.variant, eps=p.eps, feature_box=p.feature_box,
-                             checkpoints=ctx.budgets)
-        yield from attack.iter_extract()
+        attack = PathFinding(ctx.oracle, variant=p.variant, eps=p.eps, feature_box=p.feature_box)
+        yield from attack.iter_checkpoints(ctx.budgets)
