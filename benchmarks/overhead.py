@@ -22,7 +22,7 @@ from art.attacks.extraction import KnockoffNets
 from stealcheck.attacks.art_extraction import KnockoffAttack, KnockoffParams
 from stealcheck.attacks.base import AttackContext, seed_everything
 from stealcheck.oracle import Oracle
-from stealcheck.runner import _Data
+from stealcheck.cells import Data
 from stealcheck.scenario import ThiefSpec, build_scenario
 from stealcheck.thief import make_thief
 from stealcheck.victim import VictimContext
@@ -48,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     scenario = build_scenario(SCENARIO)
-    data = _Data(scenario, DataContext((1, 28, 28), (0.0, 1.0), 0, "."))
+    data = Data(scenario, DataContext((1, 28, 28), (0.0, 1.0), 0, "."))
     victim = registry.victims.get("torch").obj.build(
         scenario.victim.params, VictimContext(data, data.fingerprint, Cache(), 0, False, Path(".")))
     pool, test = data("attacker"), data("test")

@@ -1,7 +1,8 @@
-"""The ``stealcheck`` command line: run, validate, list, report.
+"""The ``stealcheck`` command line: run, plan, validate, list, report.
 
 Exit codes: 0 success; 1 the run finished but an expectation gate failed; 2 invalid input
-(scenario, file, incompatible choices); 3 the run itself failed (see summary.json and run.log);
+(scenario, file, incompatible choices); 3 the run itself failed, or some of its cells did (see
+summary.json and run.log);
 130 interrupted (the run folder is kept: resume with --resume).
 """
 
@@ -37,7 +38,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress output (a bar on a terminal, one line per cell otherwise); warnings still show")
     run.add_argument("--fresh", action="store_true",
                      help="ignore cached victims and cell results and recompute everything (fresh ones are cached)")
+    run.add_argument("--executor", choices=("local", "dask"), default="local",
+                     help="where cells run: this process (default) or a Dask cluster")
+    run.add_argument("--workers", type=_positive, metavar="N",
+                     help="with --executor dask: start a local cluster of N worker processes (1 thread each)")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="with --executor dask: join the cluster at tcp://HOST:PORT (its workers must see the cache)")
+    run.add_argument("--retries", type=_non_negative, default=1, metavar="N",
+                     help="tries again after a cell fails (default 1); then it is recorded as failed, the rest goes on")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    pln = sub.add_parser("plan", help="print a scenario's cells, their dependencies and whether they are cached")
+    pln.add_argument("scenario")
+    pln.add_argument("--debug", action="store_true", help="show tracebacks")
 
     val = sub.add_parser("validate", help="check a scenario completely without running it")
     val.add_argument("scenario")
@@ -52,6 +65,23 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir")
     rep.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 def _version() -> str:
@@ -116,12 +146,17 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     from .gates import format_gate_table
-    from .runner import run_scenario
+    from .runner import Execution, run_scenario
 
+    if args.executor == "local" and (args.workers or args.scheduler):
+        raise ScenarioError("--workers and --scheduler go with --executor dask.")
+    if args.workers and args.scheduler:
+        raise ScenarioError("--workers starts a local cluster, --scheduler joins one: give one of them.")
     scenario = load_and_check(args.scenario)
+    execution = Execution(args.executor, args.workers, args.scheduler, args.retries)
     try:
         outcome = run_scenario(scenario, out_dir=args.out, resume=args.resume, quiet=args.quiet,
-                               fresh=args.fresh)
+                               fresh=args.fresh, execution=execution)
     except ScenarioError as exc:
         raise scenario.locate(exc) from None
     except Exception as exc:
@@ -134,6 +169,10 @@ def cmd_run(args) -> int:
     print(f"report:     {outcome.run_dir / 'report.html'}")
     if outcome.gates:
         print(format_gate_table(outcome.gates))
+    if outcome.failed_cells:
+        print(f"{len(outcome.failed_cells)} cell(s) failed (see summary.json's failed_cells and run.log); "
+              f"retry them with: stealcheck run {args.scenario} --resume --out {outcome.run_dir}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     if outcome.status == "partial":
         print(f"the run was interrupted; continue it with: stealcheck run {args.scenario} --resume "
               f"--out {outcome.run_dir}", file=sys.stderr)
@@ -142,6 +181,16 @@ def cmd_run(args) -> int:
         failed = sum(not g.passed for g in outcome.gates)
         print(f"{failed} expectation gate(s) failed.", file=sys.stderr)
         return EXIT_GATE_FAILED
+    return EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    from .cache import Cache
+    from .plan import format_plan, plan
+    from .rundir import package_versions
+
+    scenario = load_and_check(args.scenario)
+    print(format_plan(plan(scenario, package_versions()["stealcheck"]), Cache(scenario.model.output.cache_dir)))
     return EXIT_OK
 
 
@@ -198,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_INVALID
-    handlers = {"run": cmd_run, "validate": cmd_validate, "list": cmd_list, "report": cmd_report}
+    handlers = {"run": cmd_run, "plan": cmd_plan, "validate": cmd_validate, "list": cmd_list, "report": cmd_report}
     try:
         return handlers[args.command](args)
     except ScenarioError as exc:

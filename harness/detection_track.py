@@ -32,6 +32,7 @@ from .victim import Victim
 log = logging.getLogger("stealcheck")
 
 DETECTOR_CACHE_VERSION = 1
+SCORES_DIR = "detection"  # the run folder's raw scores, read by the report
 
 
 @dataclass
@@ -171,10 +172,10 @@ def detector_rows(fitted: dict[str, FittedDetector], victim: Victim, test: Datas
 
 def collect_attack_queries(scenario: Scenario, attack: PluginRef, budgets: list[int], victim: Victim,
                            make_ctx: Callable[[Oracle, list[int]], AttackContext], cache: Cache,
-                           key_parts: dict | None) -> dict[int, np.ndarray]:
-    """The first b inputs the attack sent to the undefended victim, for each detection budget b."""
-    key = fingerprint({"attack": attack.to_dict(), "budgets": budgets, **key_parts}) if key_parts else None
-    if key and cache.has("queries", key):
+                           key: str) -> dict[int, np.ndarray]:
+    """The first b inputs the attack sent to the undefended victim, for each detection budget b; cached
+    under ``key`` (the detection cell's content address)."""
+    if cache.has("queries", key):
         with np.load(cache.path("queries", key) / "queries.npz") as z:
             return {b: z[f"b{b}"] for b in budgets}
     largest = max(budgets)
@@ -189,23 +190,22 @@ def collect_attack_queries(scenario: Scenario, attack: PluginRef, budgets: list[
     short = [b for b in budgets if len(out[b]) < b]
     if short:
         log.warning("attack %s sent %d queries, fewer than the detection budgets %s", attack.id, len(sent), short)
-    if key:
-        with cache.writer("queries", key) as tmp:
-            np.savez_compressed(tmp / "queries.npz", **{f"b{b}": v for b, v in out.items()})
+    with cache.writer("queries", key) as tmp:
+        np.savez_compressed(tmp / "queries.npz", **{f"b{b}": v for b, v in out.items()})
     return out
 
 
 def score_rows(det_id: str, f: FittedDetector, attack_id: str, budget: int, seed: int, benign_x: np.ndarray,
-               attack_x: np.ndarray, spec, victim_name: str, scores_dir: Path,
+               attack_x: np.ndarray, spec, victim_name: str, saved: dict[str, dict[str, np.ndarray]],
                benign_scores: np.ndarray | None) -> list[dict]:
-    """Detection rows for one detector x attack x budget; raw scores saved for the report."""
+    """Detection rows for one detector x attack x budget; the raw scores go into ``saved`` (run-folder
+    path -> arrays of an npz file), which the driver writes for the report."""
     base = {"kind": "detection", "victim": victim_name, "defence": det_id, "attack": attack_id, "budget": budget,
             "seed": seed}
     if f.per_client:
         return _per_client_rows(f.detector, benign_x, attack_x, spec.prada_clients, base)
     attack_scores = np.asarray(f.detector.score(attack_x), dtype=np.float64)
-    np.savez_compressed(scores_dir / f"{det_id}__{attack_id}__{budget}.npz", benign=benign_scores,
-                        attack=attack_scores)
+    saved[f"{SCORES_DIR}/{det_id}__{attack_id}__{budget}.npz"] = {"benign": benign_scores, "attack": attack_scores}
     mix = mix_at_ratio(len(benign_scores), len(attack_scores), spec.malicious_ratio, seed)
     rows = [{**base, "metric": k, "value": v}
             for k, v in detection_metrics(benign_scores[mix.benign], attack_scores[mix.attack]).items()]
@@ -237,7 +237,7 @@ def _per_client_rows(det: Detector, benign_x: np.ndarray, attack_x: np.ndarray, 
 def load_scores(run_dir: Path) -> dict[tuple[str, str, int], dict[str, np.ndarray]]:
     """The raw scores a run saved: (detector, attack, budget) -> {'benign', 'attack'}."""
     out = {}
-    folder = Path(run_dir) / "detection"
+    folder = Path(run_dir) / SCORES_DIR
     if not folder.exists():
         return out
     for path in sorted(folder.glob("*.npz")):

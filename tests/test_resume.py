@@ -187,13 +187,13 @@ def test_invalid_data_file_leaves_no_run_folder(tmp_path):
 
 def _fail_in_first_cell(mp: pytest.MonkeyPatch) -> None:
     """Make the first cell raise a ScenarioError, as a check that can only run once the folder exists."""
-    from stealcheck import runner
+    from stealcheck import cells
     from stealcheck.errors import ScenarioError
 
     def fail(*args, **kwargs):
         raise ScenarioError("a late input error")
 
-    mp.setattr(runner, "UtilityEval", fail)
+    mp.setattr(cells, "UtilityEval", fail)
 
 
 def test_late_input_error_before_any_cell_removes_the_new_folder(tmp_path):

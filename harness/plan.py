@@ -1,0 +1,159 @@
+"""A run as a plan of cells: what each cell computes, what it depends on, and its content address.
+
+``plan(scenario)`` is pure: it reads the scenario (and the digest of a victim's model file, which
+is part of what the victim is), never trains or loads anything. Each cell's ``key`` is a
+fingerprint of everything that determines its results, chained through the keys of the cells it
+depends on, so a changed victim or detector changes the key of every cell downstream of it.
+
+Cells, in the order the local executor runs them:
+
+- ``victim``: build (train or load) the victim. It runs before the run folder exists, because it
+  is also the last of the pre-run checks, so it is neither journalled nor counted as progress;
+- ``detectors``: fit every detector (cached under ``detectors/``) and measure their cost;
+- ``utility``: one per defence, what honest users get;
+- ``extraction``: one per seed x defence x attack, the attack at every budget checkpoint;
+- ``detection``: one per scored attack, its real queries scored by every detector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import registry
+from .cache import Cache, file_digest, fingerprint
+from .results import cell_key
+from .scenario import PluginRef, Scenario
+
+#: Where a cell's reusable result lives in the cache (absent: the cell always runs; its rows are
+#: timings or cheap to recompute).
+STORE = {"victim": "cells", "detectors": "cells", "extraction": "cells", "detection": "queries"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work of a run."""
+
+    kind: str  # victim | detectors | utility | extraction | detection
+    name: str  # the journal key (results.cell_key), unique in a run
+    label: str  # what the progress output calls it
+    key: str  # content address: a fingerprint of everything that determines the cell's results
+    deps: tuple[str, ...] = ()  # keys of the cells whose artefacts this one reads
+    defence: str = ""
+    attack: str = ""
+    seed: int | None = None
+    cached: bool = True  # False: its results are not stored (scenario output.cache_cells: false)
+
+    @property
+    def journalled(self) -> bool:
+        """Whether the cell's end is journalled and counted as progress (all but the victim)."""
+        return self.kind != "victim"
+
+    def status(self, cache: Cache) -> str:
+        """'cached' when its reusable result is in ``cache``, else 'to run'."""
+        store = STORE.get(self.kind)
+        return "cached" if store and self.cached and cache.has(store, self.key) else "to run"
+
+
+def data_fingerprint(scenario: Scenario, role: str) -> dict:
+    """What determines the data set ``role`` (its source, params, the data seed, the input shape)."""
+    ref = scenario.data[role]
+    spec = scenario.victim.params.input
+    return {"source": ref.source, "params": ref.params.model_dump(mode="json"), "seed": scenario.model.data_seed,
+            "shape": list(spec.shape), "range": list(spec.range)}
+
+
+def detection_attacks(scenario: Scenario) -> list[PluginRef]:
+    """The attacks whose queries the detection track scores."""
+    chosen = scenario.model.detection.attacks
+    return [a for a in scenario.attacks if chosen is None or a.id in chosen]
+
+
+def uses_detectors(a: PluginRef) -> bool:
+    """Whether an attack reads the deployed detectors' scores (an adaptive attacker)."""
+    refs = registry.attacks.get(a.plugin).meta.get("detector_refs")
+    return bool(refs(a.params)) if callable(refs) else False
+
+
+def driven_defences(scenario: Scenario) -> set[str]:
+    """The defences driven by a detector (active defences)."""
+    return {d.id for d in scenario.defences if registry.defences.get(d.plugin).meta.get("needs_detector")}
+
+
+def extraction_metric_names() -> list[str]:
+    return sorted(i.name for i in registry.metrics.items()
+                  if i.meta["scope"] == "extraction" and not i.meta.get("computed_by_runner"))
+
+
+def plan(scenario: Scenario, version: str | None = None) -> list[Cell]:
+    """Every cell of a run of ``scenario``, dependencies before dependants; ``version`` is stealcheck's
+    (a new version may compute differently, so it is part of every key)."""
+    m = scenario.model
+    data = {role: data_fingerprint(scenario, role) for role in sorted(scenario.data)}
+    victim = Cell("victim", "victim", f"victim {scenario.victim.kind}", fingerprint(
+        {"victim": scenario.victim.to_dict(), "data": data, "files": _victim_files(scenario), "version": version}))
+    cells = [victim]
+    detectors = None
+    if scenario.detectors:
+        detectors = Cell("detectors", cell_key("detectors", ""), "detectors: fit and cost", fingerprint(
+            {"victim": victim.key, "detectors": [r.to_dict() for r in scenario.detectors],
+             "detection": m.detection.model_dump(mode="json"), "data": data, "version": version}), (victim.key,))
+        cells.append(detectors)
+    driven = driven_defences(scenario)
+
+    def needs(detector_user: bool) -> tuple[str, ...]:
+        return (victim.key, detectors.key) if detector_user and detectors else (victim.key,)
+
+    for d in scenario.defences:
+        cells.append(Cell("utility", cell_key("utility", d.id), f"utility of {d.id}", fingerprint(
+            {"utility": d.to_dict(), "victim": victim.key, "deps": needs(d.id in driven)}),
+            needs(d.id in driven), defence=d.id))
+    common = {"victim": victim.key, "output": [scenario.victim.output, scenario.victim.top_k],
+              "thief": m.thief.model_dump(mode="json"), "data": data, "version": version}
+    for seed in m.seeds:
+        for d in scenario.defences:
+            for a in scenario.attacks:
+                deps = needs(d.id in driven or uses_detectors(a))
+                key = fingerprint({**common, "defence": d.to_dict(), "attack": a.to_dict(), "seed": seed,
+                                   "budgets": scenario.budgets_of(a), "evaluation": m.evaluation.model_dump(),
+                                   "metrics": extraction_metric_names(), "deps": deps})
+                cells.append(Cell("extraction", cell_key("extraction", d.id, a.id, seed), f"{a.id} x {d.id} seed {seed}",
+                                  key, deps, d.id, a.id, seed, cached=m.output.cache_cells))
+    if detectors:
+        seed = m.seeds[0]
+        for a in detection_attacks(scenario):
+            # The key addresses the attack's recorded queries; scoring them is cheap and always redone.
+            key = fingerprint({**common, "attack": a.to_dict(), "seed": seed,
+                               "budgets": list(m.detection.budgets), "deps": needs(uses_detectors(a))})
+            cells.append(Cell("detection", cell_key("detection", "", a.id, seed), f"detection: {a.id}", key,
+                              (victim.key, detectors.key), attack=a.id, seed=seed))
+    return cells
+
+
+def planned_cells(scenario: Scenario) -> list[str]:
+    """The journal keys of the cells a run counts (progress output, summary.json's ``cells``), in order."""
+    return [c.name for c in plan(scenario) if c.journalled]
+
+
+def _victim_files(scenario: Scenario) -> dict[str, str]:
+    """The digests of the victim's model files: a changed file is a different victim."""
+    base = Path(scenario.source_path).resolve().parent if scenario.source_path else Path.cwd()
+    out = {}
+    for field in ("weights", "path"):
+        value = getattr(scenario.victim.params, field, None)
+        if isinstance(value, str):
+            path = Path(value) if Path(value).is_absolute() else base / value
+            out[field] = file_digest(path) if path.is_file() else "missing"
+    return out
+
+
+def format_plan(cells: list[Cell], cache: Cache) -> str:
+    """The plan as a table: each cell's kind, label, content address, cache status and dependencies."""
+    labels = {c.key: c.label for c in cells}
+    table = [("kind", "cell", "key", "status", "needs")]
+    table += [(c.kind, c.label, c.key, c.status(cache), ", ".join(labels[k] for k in c.deps) or "-") for c in cells]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    lines = ["  ".join(f"{v:<{w}}" for v, w in zip(row, widths)) + "  " + row[4] for row in table]
+    counts = {s: sum(c.status(cache) == s for c in cells) for s in ("cached", "to run")}
+    lines.append(f"{len(cells)} cells: {counts['cached']} cached, {counts['to run']} to run")
+    return "\n".join(lines)
