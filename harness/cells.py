@@ -25,7 +25,7 @@ import numpy as np
 
 from . import detection_track as dt
 from . import registry
-from .attacks.base import AttackContext
+from .attacks.base import AttackContext, seed_everything
 from .cache import Cache, fingerprint
 from .datasets import DataContext, Dataset
 from .errors import ScenarioError
@@ -33,6 +33,7 @@ from .metrics import ExtractionEval, UtilityEval
 from .oracle import ClientRecord, Oracle
 from .plan import Cell, data_fingerprint, extraction_metric_names
 from .scenario import Scenario, build_scenario, uses_pool
+from .seeds import attack_seed, derive_seed
 from .thief import make_thief
 from .victim import Victim, VictimContext
 
@@ -135,7 +136,7 @@ class World:
         self.defender = dt.defender_data(scenario, data, data.fingerprint, m.data_seed) if scenario.detectors else None
         victim = self.victim
         self.raw_test = victim.predict_proba(test.x)
-        rng = np.random.default_rng(m.data_seed + 7919)
+        rng = np.random.default_rng(derive_seed(m.data_seed, "uniform inputs"))
         lo, hi = victim.clip_values
         self.unif_x = rng.uniform(lo, hi, size=(m.evaluation.uniform_samples, *victim.input_shape)).astype(np.float32) \
             if m.evaluation.uniform_samples else None
@@ -272,7 +273,7 @@ def _detectors_cell(w: World, cell: Cell) -> CellResult:
 
 def _utility_cell(w: World, cell: Cell) -> CellResult:
     oracle = w.oracle(cell.defence, None)
-    np.random.seed(w.scenario.model.data_seed)  # GaussianNoise samples with np.random
+    np.random.seed(derive_seed(w.scenario.model.data_seed, "utility", cell.defence))  # GaussianNoise uses np.random
     x = w.test.x
     answers = [oracle.predict(x[i:i + HONEST_BATCH], client_id="honest-users") for i in range(0, len(x), HONEST_BATCH)]
     ev = UtilityEval(w.raw_test, np.concatenate(answers), w.test.y)
@@ -292,8 +293,11 @@ def _extraction_cell(w: World, cell: Cell) -> CellResult:
         return CellResult(cell.name, cell.label, rows, from_cache=True)
     a = next(a for a in w.scenario.attacks if a.id == cell.attack)
     budgets = w.scenario.budgets_of(a)
+    data_seed = w.scenario.model.data_seed
+    # The global generators (a defence's noise) start from the cell's identity, not from earlier cells.
+    seed_everything(derive_seed(data_seed, cell.seed, "extraction", cell.defence, a.id))
     oracle = w.oracle(cell.defence, max(budgets))
-    ctx = w.attack_context(oracle, budgets, cell.seed)
+    ctx = w.attack_context(oracle, budgets, attack_seed(data_seed, cell.seed, a.id))
     metrics = [info for info in registry.metrics.items() if info.name in extraction_metric_names()]
     cell_rows: list[dict] = []
     elapsed, tick = 0.0, time.perf_counter()
@@ -323,7 +327,8 @@ def _extraction_cell(w: World, cell: Cell) -> CellResult:
 
 def _detection_cell(w: World, cell: Cell) -> CellResult:
     """The attack's first queries to the undefended victim, scored by every detector against benign ones."""
-    spec, seed = w.scenario.model.detection, cell.seed
+    spec = w.scenario.model.detection
+    seed = attack_seed(w.scenario.model.data_seed, cell.seed, cell.attack)  # the undefended extraction's queries
     a = next(a for a in w.scenario.attacks if a.id == cell.attack)
     budgets = list(spec.budgets)
     size = attack_pool_size(a, registry.attacks.get(a.plugin), w.pool, w.data)
@@ -347,7 +352,7 @@ def _detection_cell(w: World, cell: Cell) -> CellResult:
             continue
         for det_id, f in fitted.items():
             benign = w.benign_scores(det_id) if not f.per_client else None
-            rows = dt.score_rows(det_id, f, a.id, budget, seed, benign_x, xq, spec, w.victim.description,
+            rows = dt.score_rows(det_id, f, a.id, budget, cell.seed, benign_x, xq, spec, w.victim.description,
                                  result.arrays, benign)
             auroc = next((r["value"] for r in rows if r["metric"] == "auroc"), None)
             if auroc is not None:

@@ -27,6 +27,7 @@ from .detection import DETECTION_METRICS, detection_metrics, mix_at_ratio
 from .errors import ScenarioError
 from .oracle import Oracle
 from .scenario import PluginRef, Scenario, benign_role
+from .seeds import derive_seed
 from .victim import Victim
 
 log = logging.getLogger("stealcheck")
@@ -70,7 +71,7 @@ def defender_data(scenario: Scenario, load: Callable[[str], Dataset], data_finge
                             "required when detectors are declared.", path="data")
     role = benign_role(scenario)
     benign = load(role)
-    perm = np.random.default_rng(seed + 104729).permutation(len(benign))
+    perm = np.random.default_rng(derive_seed(seed, "benign split")).permutation(len(benign))
     n_cal = int(round(spec.calibration_fraction * len(benign)))
     if n_cal < 1 or len(benign) - n_cal < 1:
         raise ScenarioError(f"the benign set '{role}' ({len(benign)} samples) is too small to split into "

@@ -14,6 +14,7 @@ from art.estimators.classification import PyTorchClassifier
 from stealcheck.adapters.networks import build_network, fit_network, one_hot, train_steps
 
 from .scenario import ThiefSpec
+from .seeds import derive_seed
 
 
 class ThiefClassifier(PyTorchClassifier):
@@ -51,7 +52,7 @@ class ThiefClassifier(PyTorchClassifier):
             steps = 1
         self.fit_calls += 1
         fit_network(self.net, x, y_soft, steps=steps, batch_size=batch_size, lr=self.spec.lr,
-                    seed=self.seed * 100003 + self.fit_calls, desc="thief", progress=self.progress and steps > 1)
+                    seed=derive_seed(self.seed, self.fit_calls, "thief fit"), desc="thief", progress=self.progress and steps > 1)
         self.steps_trained += steps
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -16,6 +16,7 @@ from conftest import tiny_scenario
 from stealcheck import registry
 from stealcheck.cli import main
 from stealcheck.results import COLUMNS, ResultsStore, cell_key, read_results
+from stealcheck.seeds import attack_seed
 
 KEY = ["kind", "defence", "attack", "budget", "seed", "metric"]
 PASSING_GATES = [
@@ -94,7 +95,7 @@ def runs(tmp_path_factory):
         original_run = copycat.run
 
         def interrupted(self, ctx):
-            if ctx.seed == 1:
+            if ctx.seed == attack_seed(0, 1, "copycat"):  # the cell of scenario seed 1
                 raise KeyboardInterrupt
             yield from original_run(self, ctx)
 

@@ -38,12 +38,13 @@ HANGING_CLI = textwrap.dedent("""
     import sys, time
     from stealcheck import registry
     from stealcheck.cli import main
+    from stealcheck.seeds import attack_seed
 
     copycat = registry.attacks.get("copycat").obj
     original_run = copycat.run
 
     def run(self, ctx):
-        if ctx.seed == 1:
+        if ctx.seed == attack_seed(0, 1, "copycat"):  # the cell of scenario seed 1
             time.sleep(600)
         yield from original_run(self, ctx)
 
