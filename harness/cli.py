@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .errors import ScenarioError, did_you_mean
+from .errors import RunFailedEarly, ScenarioError, did_you_mean
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_INVALID, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 LIST_KINDS = ("attacks", "defences", "detectors", "victims", "data", "metrics", "scenarios")
@@ -159,6 +159,14 @@ def cmd_run(args) -> int:
                                fresh=args.fresh, execution=execution)
     except ScenarioError as exc:
         raise scenario.locate(exc) from None
+    except RunFailedEarly as exc:
+        if args.debug:
+            traceback.print_exception(exc.cause)
+        log = "".join(f"\n  {line}" for line in exc.log_tail)
+        print(f"stealcheck: the run failed before its run folder was created (nothing was written): {exc}"
+              + (f"\nwhat it logged until then:{log}" if log else "") + "\n(--debug shows the traceback)",
+              file=sys.stderr)
+        return EXIT_RUN_FAILED
     except Exception as exc:
         if args.debug:
             traceback.print_exc()

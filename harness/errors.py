@@ -36,6 +36,16 @@ class ScenarioError(StealcheckError):
         return f"{head}: {self.message}" if head else self.message
 
 
+class RunFailedEarly(StealcheckError):
+    """The run failed before its run folder existed, so there is no summary.json or run.log to read:
+    ``log_tail`` holds what was logged until then (exit code 3)."""
+
+    def __init__(self, cause: BaseException, log_tail: list[str]):
+        self.cause = cause
+        self.log_tail = log_tail
+        super().__init__(f"{type(cause).__name__}: {cause}")
+
+
 class BudgetExceededError(StealcheckError):
     """An attack asked the oracle for more queries than its budget allows."""
 

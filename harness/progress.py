@@ -8,6 +8,7 @@ import sys
 from tqdm.auto import tqdm
 
 from .cells import CellResult
+from .text import fmt_duration
 
 
 class CellProgress:
@@ -42,7 +43,7 @@ class CellProgress:
         self.counts["from_cache"] += int(result.from_cache)
         self.bar.update(1)
         if self.lines:
-            how = "reused from the cache" if result.from_cache else f"done in {result.seconds:.1f} s"
+            how = "reused from the cache" if result.from_cache else f"done in {fmt_duration(result.seconds)}"
             self._print(f"[{self.counts['done']}/{self.total}] {result.label}: {how}")
 
     def close(self) -> None:

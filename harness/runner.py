@@ -24,7 +24,7 @@ import yaml
 
 from .cache import default_cache_dir
 from .cells import CellResult, RunContext, World, run_cell, world
-from .errors import ScenarioError
+from .errors import RunFailedEarly, ScenarioError
 from .executors import make_executor
 from .gates import GateResult, evaluate_gate, write_junit
 from .plan import plan, planned_cells
@@ -110,6 +110,11 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, resum
         if made is not None and not resume and not ResultsStore(run_dir).done_cells():
             _close_log(held, handler)  # run.log is open inside the folder
             discard_run_dir(run_dir, made)
+        raise
+    except Exception as exc:
+        if made is None:  # no run folder yet: what was logged would be lost with the held handler
+            tail = [logging.Formatter("%(levelname)s %(message)s").format(r) for r in held.buffer[-20:]]
+            raise RunFailedEarly(exc, tail) from exc
         raise
     finally:
         _close_log(held, handler, terminal)

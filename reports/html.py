@@ -22,6 +22,7 @@ import yaml
 from scipy import stats
 
 from stealcheck.results import read_results, read_summary
+from stealcheck.text import DASH, fmt_duration
 from . import plots
 
 REPORT_FILE = "report.html"
@@ -45,7 +46,6 @@ SERVICE_DESCRIPTIONS = {
 }
 SHOWN_KINDS = ("extraction", "utility")
 STATUS_STYLES = {"complete": "ok", "partial": "warn", "failed": "bad", "running": "info"}
-DASH = "\u2013"  # shown for NaN and missing values
 #: confidence level of every interval in the report
 CONFIDENCE = 0.95
 #: metrics that are a share of the n test samples, so that a binomial (Wilson) interval applies
@@ -377,30 +377,6 @@ def fmt_budget(budget: Any) -> str:
         return f"{int(budget):,}"
     except (TypeError, ValueError):
         return DASH
-
-
-def fmt_duration(seconds: Any) -> str:
-    """Seconds as '< 0.01 s' / '0.31 s' / '4.2 s' / '2 min 25 s' / '1 h 03 min'.
-
-    Sub-second times keep two decimals: '0.0 s' would hide a real, if short, cost.
-    """
-    try:
-        s = float(seconds)
-    except (TypeError, ValueError):
-        return DASH
-    if not math.isfinite(s):
-        return DASH
-    if s < 0.005:
-        return "< 0.01 s"
-    if s < 10:
-        return f"{s:.2f} s"
-    if s < 60:
-        return f"{s:.1f} s"
-    minutes, sec = divmod(int(round(s)), 60)
-    if minutes < 60:
-        return f"{minutes} min {sec:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def fmt_time(stamp: Any) -> str:
