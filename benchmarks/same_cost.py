@@ -55,7 +55,7 @@ def _per_query(fn, x: np.ndarray, batch: int, repeats: int = 5) -> float:
 
 def timing(n: int = 1024) -> pd.DataFrame:
     from stealcheck.adapters.networks import conv3
-    from stealcheck.defences.same import MaskedAutoencoder, SameModelParams
+    from stealcheck.detectors.same import MaskedAutoencoder, SameModelParams
 
     torch.manual_seed(0)
     x = np.random.default_rng(0).uniform(0, 1, (n, 1, 28, 28)).astype(np.float32)
@@ -99,7 +99,7 @@ def _fusion_like(victim, params: dict):
     data); its ``score``."""
     from stealcheck import registry
     from stealcheck.datasets import Dataset
-    from stealcheck.defences.detectors import DetectorContext
+    from stealcheck.detectors.detectors import DetectorContext
 
     rng = np.random.default_rng(1)
     train = Dataset(rng.uniform(0, 1, (3500, 1, 28, 28)), rng.integers(0, 10, 3500), "random")

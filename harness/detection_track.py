@@ -22,7 +22,7 @@ from . import registry
 from .attacks.base import AttackContext
 from .cache import Cache, fingerprint
 from .datasets import Dataset
-from .defences.detectors import Detector, DetectorContext
+from .detectors.detectors import Detector, DetectorContext
 from .detection import DETECTION_METRICS, detection_metrics, mix_at_ratio
 from .errors import ScenarioError
 from .oracle import Oracle

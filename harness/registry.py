@@ -212,6 +212,7 @@ BUILTIN_PLUGIN_PACKAGES = (
     "stealcheck.metrics",
     "stealcheck.attacks",
     "stealcheck.defences",
+    "stealcheck.detectors",
     "stealcheck.adapters",
 )
 ENTRY_POINT_GROUP = "stealcheck.plugins"

@@ -21,8 +21,8 @@ from conftest import network_outputs
 from stealcheck import registry
 from stealcheck.adapters.networks import build_network, fit_network, one_hot
 from stealcheck.datasets import DataContext, Dataset
-from stealcheck.defences.detectors import DetectorContext
-from stealcheck.defences.fusion import FusionDetector, combine, resolve_signals
+from stealcheck.detectors.detectors import DetectorContext
+from stealcheck.detectors.fusion import FusionDetector, combine, resolve_signals
 
 SHAPE = (1, 8, 8)
 

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from stealcheck import registry
 from stealcheck.datasets import Dataset
-from stealcheck.defences.detectors import DetectorContext
-from stealcheck.defences.prada import Prada, PradaParams, _GrowingSet, spread_over_clients
+from stealcheck.detectors.detectors import DetectorContext
+from stealcheck.detectors.prada import Prada, PradaParams, _GrowingSet, spread_over_clients
 
 
 @pytest.fixture(scope="module")

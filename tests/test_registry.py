@@ -184,7 +184,7 @@ def test_plugins_have_kind_specific_entry_points():
         if info.meta.get("needs_detector"):
             # active defences are driven by a detector the scenario declares
             assert "detector" in info.params.model_fields, info.name
-    from stealcheck.defences.detectors import Detector
+    from stealcheck.detectors.detectors import Detector
 
     for info in registry.detectors.items():
         assert isinstance(info.obj, type) and issubclass(info.obj, Detector), info.name

@@ -14,9 +14,9 @@ from sklearn.metrics import roc_auc_score
 
 from stealcheck.cache import Cache
 from stealcheck.datasets import Dataset
-from stealcheck.defences.detectors import DetectorContext
-from stealcheck.defences.same import MaskedAutoencoder, SameDetector, SameModelParams, SameXDetector, SameYDetector
-from stealcheck.defences.specs import SameParams
+from stealcheck.detectors.detectors import DetectorContext
+from stealcheck.detectors.same import MaskedAutoencoder, SameDetector, SameModelParams, SameXDetector, SameYDetector
+from stealcheck.detectors.specs import SameParams
 from stealcheck.registry import detectors
 
 SHAPE = (1, 16, 16)
@@ -225,7 +225,7 @@ def test_paper_configuration_is_reachable():
 
 
 def test_benign_val_checkpoint_keeps_the_epoch_with_the_lowest_held_out_error(setting):
-    from stealcheck.defences.same import train_mae, unmasked_error
+    from stealcheck.detectors.same import train_mae, unmasked_error
 
     ctx, held = setting
     p = SameModelParams(**{**TINY_MAE, "epochs": 5, "checkpoint": "benign_val"})

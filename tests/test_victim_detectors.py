@@ -25,8 +25,8 @@ from conftest import network_outputs
 from stealcheck import registry
 from stealcheck.adapters.networks import build_network, fit_network, one_hot
 from stealcheck.datasets import DataContext, Dataset
-from stealcheck.defences.detectors import DetectorContext
-from stealcheck.defences.edm import route
+from stealcheck.detectors.detectors import DetectorContext
+from stealcheck.detectors.edm import route
 
 SHAPE = (1, 8, 8)
 STEPS = 200
