@@ -63,8 +63,7 @@ def as_float32(probs: np.ndarray) -> np.ndarray:
 def oracle(victim, output_mode: str = "probabilities", decimals: int | None = None, float32: bool = False) -> Oracle:
     post = ([Rounded(decimals=decimals)] if decimals else []) + ([as_float32] if float32 else [])
     return Oracle(victim.predict_proba, victim.input_shape, victim.nb_classes, victim.clip_values,
-                  postprocessors=post, output_mode=output_mode, leaf_predict=victim.leaf_ids,
-                  reference_parameters=victim.parameters)
+                  postprocessors=post, output_mode=output_mode, leaf_predict=victim.leaf_ids)
 
 
 def row(label, victim, test, copy, queries, seconds, unif, note="", labels_only=False, paper="-"):
@@ -74,7 +73,7 @@ def row(label, victim, test, copy, queries, seconds, unif, note="", labels_only=
         r_test, r_unif = agreement(c_test, v_test), agreement(c_unif, v_unif)
     else:
         r_test, r_unif = 1 - total_variation(c_test, v_test), 1 - total_variation(c_unif, v_unif)
-    m = copy.extra_metrics()
+    m = {**copy.extra_metrics(), **copy.compare_with_victim(victim.parameters)}  # the copy vs the victim's parameters
     unknowns = int(m.get("unknowns", 0)) or "-"
     err = m.get("param_max_abs_error")
     if "leaves_found" in m:
@@ -90,7 +89,7 @@ def row(label, victim, test, copy, queries, seconds, unif, note="", labels_only=
 
 def run_equation(label, victim, test, unif, family, multiples, decimals=None, float32=False, **kw):
     o = oracle(victim, decimals=decimals, float32=float32)
-    attack = EquationSolving(o, family=family, reference_parameters=victim.parameters, **kw)
+    attack = EquationSolving(o, family=family, **kw)
     unknowns = attack.model_.unknowns
     budgets = [int(round(m * unknowns)) for m in multiples]
     start = time.perf_counter()
@@ -167,7 +166,7 @@ def main() -> None:
                      decimals=dec, query_design="basis")
     o = oracle(blr, output_mode="label")
     start = time.perf_counter()
-    copy = LowdMeek(o, reference_parameters=blr.parameters).extract()
+    copy = LowdMeek(o).extract()
     row("Lowd-Meek, binary LR (labels)", blr, test, copy, o.queries_used, time.perf_counter() - start, unif,
         labels_only=True)
     for strategy in ("uniform", "line_search", "adaptive"):

@@ -208,7 +208,7 @@ class World:
         v = self.victim
         return Oracle(answer, v.input_shape, v.nb_classes, v.clip_values, postprocessors=served,
                       output_mode=self.scenario.victim.output, top_k=self.scenario.victim.top_k, budget=budget,
-                      leaf_predict=v.leaf_ids, reference_parameters=v.parameters)
+                      leaf_predict=v.leaf_ids)
 
     def attack_context(self, oracle: Oracle, budgets: list[int], seed: int) -> AttackContext:
         m, v = self.scenario.model, self.victim
@@ -308,9 +308,13 @@ def _extraction_cell(w: World, cell: Cell) -> CellResult:
         rows = [{"metric": info.name, "value": info.obj(ev)} for info in metrics]
         rows.append({"metric": "attack_seconds", "value": round(elapsed, 3)})
         rows += service_rows(oracle.clients.get(oracle.client_id, ClientRecord()))
-        # Attack-specific figures (e.g. parameter error of an extracted linear model).
+        # Attack-specific figures (e.g. unknowns of an extracted linear model), then the evaluation-only ones:
+        # the copy's parameters against the victim's (never on the oracle: the attack does not see them).
         extra = getattr(thief, "extra_metrics", None)
         rows += [{"metric": k, "value": float(v)} for k, v in (extra() if callable(extra) else {}).items()]
+        compare = getattr(thief, "compare_with_victim", None)
+        rows += [{"metric": k, "value": float(v)}
+                 for k, v in (compare(w.victim.parameters) if callable(compare) else {}).items()]
         cell_rows += [{"kind": "extraction", "victim": w.victim.description, "defence": cell.defence,
                        "attack": a.id, "budget": budget, "seed": cell.seed, **r} for r in rows]
         log.info("%s budget %s: fidelity %.4f (queries %d, %.1fs)", cell.label, budget,

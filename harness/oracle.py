@@ -105,8 +105,7 @@ class Oracle(BlackBoxClassifier):
                  postprocessors: Sequence[Callable[[np.ndarray], np.ndarray]] = (),
                  output_mode: str = "probabilities", top_k: int = 1, budget: int | None = None,
                  record_inputs: bool = True, record_limit: int = 20000, client_id: str = "attacker",
-                 leaf_predict: Callable[[np.ndarray], np.ndarray] | None = None,
-                 reference_parameters: dict | None = None):
+                 leaf_predict: Callable[[np.ndarray], np.ndarray] | None = None):
         super().__init__(predict_fn=self._answer, input_shape=tuple(input_shape), nb_classes=nb_classes,
                          clip_values=clip_values)
         self._victim_predict = victim_predict
@@ -121,8 +120,6 @@ class Oracle(BlackBoxClassifier):
         if output_mode == "leaf" and leaf_predict is None:
             raise ValueError("output mode 'leaf' needs a decision-tree victim (one that reports leaf ids)")
         self.leaf_predict = leaf_predict  # tree victims: x -> node id (NaN features stop at their node)
-        # Evaluation only (parameter error of an extracted linear copy); attacks must not extract from it.
-        self.reference_parameters = reference_parameters
 
     # ART calls predict(x, batch_size=...) on a classifier.
     def predict(self, x: np.ndarray, batch_size: int = 128, client_id: str | None = None, **kwargs) -> np.ndarray:

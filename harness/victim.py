@@ -44,8 +44,8 @@ class Victim:
     train_recipe: dict[str, Any] = field(default_factory=dict)
     #: tree victims only: x -> leaf identifier per sample (the "leaf" output mode), else None
     leaf_ids: Callable[[np.ndarray], np.ndarray] | None = None
-    #: linear victims only: white-box parameters {family, W (d x k), b (k)}, for evaluation only (the
-    #: parameter error of an extracted copy); never an answer an attack may extract from.
+    #: linear victims only: white-box parameters {family, W (d x k), b (k)}, for evaluation only: the
+    #: extraction cell compares each copy with them after the attack; never on the oracle or in an attack's context.
     parameters: dict[str, Any] | None = None
 
     def logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray | None:

@@ -49,16 +49,16 @@ def test_binary_lr_is_recovered_exactly_from_d_plus_1_queries(design, caplog):
     d = 12
     victim = FamilyVictim("binary_lr", d, 2, seed=3)
     oracle = oracle_for(victim, d, 2)
-    attack = EquationSolving(oracle, family="binary_lr", query_design=design,
-                             reference_parameters=victim.reference())
+    attack = EquationSolving(oracle, family="binary_lr", query_design=design)
     with caplog.at_level("WARNING", logger="stealcheck"):
         ((queries, copy),) = list(attack.iter_checkpoints([d + 1]))
     assert queries == oracle.queries_used == d + 1
     w, b = victim.family.unpack(victim.theta)
     w_hat, b_hat = victim.family.unpack(_theta_of(copy, attack))
     assert np.max(np.abs(np.concatenate([w.ravel() - w_hat.ravel(), b - b_hat]))) < 1e-10
+    assert copy.compare_with_victim(victim.reference())["param_max_abs_error"] < 1e-10
     metrics = copy.extra_metrics()
-    assert metrics["param_max_abs_error"] < 1e-10 and metrics["unknowns"] == d + 1
+    assert metrics["unknowns"] == d + 1
     assert metrics["queries_per_unknown"] == 1.0
     # a sane box: nothing saturates, the system is well conditioned, and nobody is warned
     assert metrics["saturated_share"] == 0 and metrics["solve_residual"] < 1e-10
@@ -81,9 +81,9 @@ def test_binary_lr_from_a_scikit_learn_victim_to_float64_precision():
     oracle = oracle_for(model.predict_proba, d, 2)
     assert oracle.predict(x[:3]).dtype == np.float64
     reference = {"family": "binary_lr", "W": model.coef_.T, "b": model.intercept_}
-    attack = EquationSolving(oracle, family="binary_lr", reference_parameters=reference)
+    attack = EquationSolving(oracle, family="binary_lr")
     for _, copy in attack.iter_checkpoints([d + 1, 2 * (d + 1)]):
-        assert copy.extra_metrics()["param_max_abs_error"] < 1e-10
+        assert copy.compare_with_victim(reference)["param_max_abs_error"] < 1e-10
 
 
 def _boundary_point(victim: FamilyVictim, d: int) -> np.ndarray:
@@ -104,8 +104,7 @@ def test_binary_lr_warns_when_the_sigmoid_saturates_on_the_feature_box(caplog):
     narrow = [[float(a - 0.01), float(a + 0.01)] for a in x0]
     for box in (None, narrow):
         caplog.clear()
-        attack = EquationSolving(oracle_for(victim, d, 2), family="binary_lr", feature_box=box,
-                                 reference_parameters=victim.reference())
+        attack = EquationSolving(oracle_for(victim, d, 2), family="binary_lr", feature_box=box)
         with caplog.at_level("WARNING", logger="stealcheck"):
             (_, square), (_, over) = list(attack.iter_checkpoints([d + 1, 2 * (d + 1)]))
         if box is None:
@@ -115,12 +114,12 @@ def test_binary_lr_warns_when_the_sigmoid_saturates_on_the_feature_box(caplog):
             assert "of 13 answers are within 1e-12 of 0 or 1" in warnings[0]
             assert "solve_residual" not in warnings[0]  # a square system's residual says nothing
             assert "solve_residual" in warnings[1]
-            m = over.extra_metrics()
+            m = {**over.extra_metrics(), **over.compare_with_victim(victim.reference())}
             assert square.extra_metrics()["saturated_share"] > 0.1 and m["saturated_share"] > 0.1
             assert m["solve_residual"] > 1.0 and m["param_max_abs_error"] > 1.0
         else:
             assert not caplog.records
-            m = over.extra_metrics()
+            m = {**over.extra_metrics(), **over.compare_with_victim(victim.reference())}
             assert m["saturated_share"] == 0 and m["solve_residual"] < 1e-10
             assert m["param_max_abs_error"] < 1e-9 and np.isfinite(m["condition_number"])
 
@@ -155,13 +154,13 @@ def test_softmax_extraction_on_a_synthetic_problem():
     victim = FamilyVictim("softmax", d, c, seed=1)
     oracle = oracle_for(victim, d, c)
     unknowns = (d + 1) * c
-    attack = EquationSolving(oracle, family="softmax", reference_parameters=victim.reference())
+    attack = EquationSolving(oracle, family="softmax")
     results = list(attack.iter_checkpoints([unknowns // 2, unknowns]))
     assert [q for q, _ in results] == [unknowns // 2, unknowns] and oracle.queries_used == unknowns
     x = uniform(d)
     for _, copy in results:
         assert 1 - total_variation(copy.predict_proba(x), victim(x)) > 0.999
-    assert results[-1][1].extra_metrics()["param_max_abs_error"] < 1e-3  # identifiable up to a class shift
+    assert results[-1][1].compare_with_victim(victim.reference())["param_max_abs_error"] < 1e-3  # identifiable up to a class shift
 
 
 def test_ovr_and_mlp_fits_above_a_floor():
@@ -182,10 +181,9 @@ def test_rounding_degrades_equation_solving():
     errors = {}
     for decimals in (None, 2):
         post = [] if decimals is None else [Rounded(decimals=decimals)]
-        attack = EquationSolving(oracle_for(victim, d, c, postprocessors=post), family="softmax",
-                                 reference_parameters=victim.reference())
+        attack = EquationSolving(oracle_for(victim, d, c, postprocessors=post), family="softmax")
         (_, copy), = list(attack.iter_checkpoints([(d + 1) * c]))
-        errors[decimals] = copy.extra_metrics()["param_max_abs_error"]
+        errors[decimals] = copy.compare_with_victim(victim.reference())["param_max_abs_error"]
     assert errors[None] < 1e-3 and errors[2] > 100 * errors[None]
 
 
@@ -280,9 +278,10 @@ def test_lowd_meek_recovers_the_direction_of_a_linear_boundary():
     w, b = victim.family.unpack(victim.theta)
     victim.theta[-1] = -float(w.ravel() @ np.full(d, 0.5))  # the boundary crosses the box
     oracle = oracle_for(victim, d, 2, output_mode="label")
-    attack = LowdMeek(oracle, eps=1e-7, reference_parameters=victim.reference())
+    attack = LowdMeek(oracle, eps=1e-7)
     (_, copy), = list(attack.iter_checkpoints([2000]))
-    assert copy.extra_metrics()["direction_cosine"] > 0.99999
+    assert copy.compare_with_victim(victim.reference())["direction_cosine"] > 0.99999
+    assert "direction_cosine" not in copy.extra_metrics()  # evaluation only: the attack never sees the victim's weights
     assert copy.extra_metrics()["boundary_points"] == d + 1
     x = uniform(d)
     assert agreement(copy.predict_proba(x), victim(x)) > 0.999
@@ -363,6 +362,52 @@ def test_a_scenario_runs_with_parameter_error_rows(tmp_path):
     assert value("rounded", "saturated_share") > 0  # rounding to 2 decimals serves exact 0s and 1s ...
     log = (outcome.run_dir / "run.log").read_text()
     assert log.count("saturate on this feature box") == 1  # ... which run.log warns about, for that cell only
+
+
+def test_an_attack_reaches_no_victim_parameters(tmp_path):
+    """The victim's true parameters are evaluation-only: the runner compares the copy with them after
+    the attack (``compare_with_victim``). Neither the oracle nor anything the attack context holds as
+    data carries them. (The functions that answer queries hold the model itself, as any in-process
+    black box does; an attack only calls them.)"""
+    import dataclasses
+
+    from stealcheck.attacks.base import AttackContext
+    from stealcheck.cells import RunContext, World
+    from stealcheck.victim import Victim
+
+    scenario = build_scenario(tabular({"equation_solving": {"model": "binary_lr"}}, output={"dir": str(tmp_path)}))
+    w = World(RunContext(scenario.as_written, scenario.source_path, str(tmp_path / "cache"), None), scenario)
+    parameters = w.victim.parameters
+    assert parameters is not None and parameters["family"] == "binary_lr"  # a linear victim has them
+    oracle = w.oracle("none", 31)
+    ctx = w.attack_context(oracle, [31], seed=0)
+    assert not hasattr(oracle, "reference_parameters")
+    assert {f.name for f in dataclasses.fields(AttackContext)} == {
+        "oracle", "pool", "budgets", "make_thief", "thief_spec", "seed", "progress", "load_data", "detectors"}
+
+    seen: set[int] = set()
+    todo: list[tuple[str, object]] = [("ctx", ctx)]
+    while todo:  # every object reachable as data: attributes, dataclass fields, containers
+        path, obj = todo.pop()
+        if id(obj) in seen or callable(obj) and not hasattr(obj, "__dict__") or isinstance(obj, type):
+            continue
+        seen.add(id(obj))
+        assert not isinstance(obj, Victim), path
+        assert obj is not parameters and obj is not parameters["W"] and obj is not parameters["b"], path
+        if isinstance(obj, dict):
+            assert "reference_parameters" not in obj, path
+            todo += [(f"{path}[{k!r}]", v) for k, v in obj.items()]
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            todo += [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
+        elif hasattr(obj, "__dict__") and not isinstance(obj, np.ndarray):
+            todo += [(f"{path}.{k}", v) for k, v in vars(obj).items()]
+    assert len(seen) > 10
+
+    # ... while the runner, after the attack, compares the copy with them
+    (_, copy), = list(EquationSolving(ctx.oracle, family="binary_lr").iter_checkpoints([31]))
+    assert "param_max_abs_error" not in copy.extra_metrics()
+    assert copy.compare_with_victim(parameters)["param_max_abs_error"] < 1e-10
+    assert copy.compare_with_victim(None) == {}
 
 
 def test_model_inversion_on_the_extracted_copy_matches_the_victim():

@@ -31,7 +31,8 @@ from .tramer_models import (ACTIVATIONS, FAMILIES, SATURATION, ExtractedClassifi
                             fit_cross_entropy, solve_binary_logit)
 from .specs import EquationSolvingParams, LowdMeekParams, RetrainingParams, check_feature_box
 
-__all__ = ["FeatureBox", "EquationSolving", "LowdMeek", "Retraining", "parameter_error", "check_feature_box"]
+__all__ = ["FeatureBox", "EquationSolving", "LowdMeek", "Retraining", "parameter_error", "direction_cosine",
+           "check_feature_box"]
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -75,7 +76,8 @@ class FeatureBox:
 
 
 def parameter_error(family: ModelFamily, theta: np.ndarray, reference: dict | None) -> dict[str, float]:
-    """Max and relative error of extracted linear parameters vs the victim's (evaluation only).
+    """Max and relative error of extracted linear parameters vs the victim's (evaluation only: the runner
+    calls it through the copy's ``compare_with_victim``; attacks never see the victim's parameters).
 
     Softmax parameters are identifiable only up to a shift shared by all classes: both sides are
     centred over classes first. Empty when the victim is not of the same linear family.
@@ -134,7 +136,7 @@ class EquationSolving(ExtractionAttack, CheckpointedExtraction):
     def __init__(self, classifier, family: str = "softmax", hidden: int = 20, activation: str = "relu",
                  l2: float = 1e-8, max_iter: int = 5000, restarts: int = 1,
                  feature_box: Sequence[Sequence[float]] | None = None, query_design: str = "uniform",
-                 seed: int = 0, batch_size_query: int = 1024, reference_parameters: dict | None = None) -> None:
+                 seed: int = 0, batch_size_query: int = 1024) -> None:
         super().__init__(estimator=classifier)
         self.family = family
         self.hidden = hidden
@@ -146,7 +148,6 @@ class EquationSolving(ExtractionAttack, CheckpointedExtraction):
         self.query_design = query_design
         self.seed = seed
         self.batch_size_query = batch_size_query
-        self.reference_parameters = reference_parameters  # evaluation only: parameter error of the copy
         self._check_params()
         self.model_ = ModelFamily(family, _flat_dim(classifier), classifier.nb_classes,
                                   hidden if family == "mlp" else 0, activation)
@@ -186,16 +187,16 @@ class EquationSolving(ExtractionAttack, CheckpointedExtraction):
 
     def as_classifier(self, theta: np.ndarray, queries: int, solution: LogitSolution | None = None
                       ) -> ExtractedClassifier:
-        """The extracted model as an ART classifier, with its figures (unknowns, parameter error, and
-        for binary_lr the solve's diagnostics)."""
+        """The extracted model as an ART classifier, with its figures (unknowns, and for binary_lr the
+        solve's diagnostics); the runner compares its parameters with the victim's (``parameter_error``)."""
         family = self.model_
-        metrics = {"unknowns": float(family.unknowns), "queries_per_unknown": queries / family.unknowns,
-                   **parameter_error(family, theta, self.reference_parameters)}
+        metrics = {"unknowns": float(family.unknowns), "queries_per_unknown": queries / family.unknowns}
         if solution is not None:
             metrics.update(solve_residual=solution.residual, condition_number=solution.condition,
                            saturated_share=solution.saturated / max(1, solution.n))
         copy = ExtractedClassifier(lambda x: family.proba(theta, x), self.estimator.input_shape, family.c,
-                                   self.estimator.clip_values, metrics, description=f"equation solving ({family.kind})")
+                                   self.estimator.clip_values, metrics, description=f"equation solving ({family.kind})",
+                                   compare=lambda reference: parameter_error(family, theta, reference))
         copy.model_family, copy.theta = family, theta  # for white-box use: tramer_models.as_pytorch_classifier
         return copy
 
@@ -289,14 +290,12 @@ class LowdMeek(ExtractionAttack, CheckpointedExtraction):
     _estimator_requirements = (BaseEstimator, ClassifierMixin)
 
     def __init__(self, classifier, eps: float = 1e-6, nb_boundary: int | None = None,
-                 feature_box: Sequence[Sequence[float]] | None = None, seed: int = 0,
-                 reference_parameters: dict | None = None) -> None:
+                 feature_box: Sequence[Sequence[float]] | None = None, seed: int = 0) -> None:
         super().__init__(estimator=classifier)
         self.eps = eps
         self.nb_boundary = nb_boundary
         self.feature_box = feature_box
         self.seed = seed
-        self.reference_parameters = reference_parameters
         self._check_params()
         self.box_ = FeatureBox.resolve(feature_box, _flat_dim(classifier), classifier.clip_values)
 
@@ -330,12 +329,8 @@ class LowdMeek(ExtractionAttack, CheckpointedExtraction):
 
         metrics = {"unknowns": float(len(w) + 1), "queries_per_unknown": queries / (len(w) + 1),
                    "boundary_points": float(points)}
-        ref = self.reference_parameters
-        if ref and ref.get("family") == "binary_lr" and norm(w) > 0:
-            w_true = np.asarray(ref["W"]).ravel()
-            metrics["direction_cosine"] = float(w @ w_true / (norm(w) * norm(w_true)))
         return ExtractedClassifier(proba, self.estimator.input_shape, 2, self.estimator.clip_values, metrics,
-                                   description="Lowd-Meek")
+                                   description="Lowd-Meek", compare=lambda reference: direction_cosine(w, reference))
 
     def _iter_checkpoints(self, checkpoints: list[int], *, x: np.ndarray | None, y: np.ndarray | None,
                           thieved_classifier) -> Iterator[tuple[int, ExtractedClassifier]]:
@@ -401,6 +396,15 @@ class LowdMeek(ExtractionAttack, CheckpointedExtraction):
 
 def norm(v: np.ndarray) -> float:
     return float(np.linalg.norm(v))
+
+
+def direction_cosine(w: np.ndarray, reference: dict | None) -> dict[str, float]:
+    """Cosine between an extracted weight vector and a binary linear victim's (evaluation only: labels
+    fix the boundary's direction, not its scale). Empty for other victims or a zero vector."""
+    if not reference or reference.get("family") != "binary_lr" or norm(w) == 0:
+        return {}
+    w_true = np.asarray(reference["W"]).ravel()
+    return {"direction_cosine": float(w @ w_true / (norm(w) * norm(w_true)))}
 
 
 # ---------------------------------------------------------------- retraining
@@ -569,11 +573,6 @@ class Retraining(ExtractionAttack, CheckpointedExtraction):
 # ---------------------------------------------------------------- plugins
 
 
-def _reference(ctx: AttackContext) -> dict | None:
-    # Evaluation only: the parameter error of the copy. The attack itself never reads it.
-    return getattr(ctx.oracle, "reference_parameters", None)
-
-
 class EquationSolvingAttack:
     """Tramèr et al.'s equation solving: exact binary LR from d+1 queries; softmax/OvR LR and MLP by cross-entropy fit."""
 
@@ -586,7 +585,7 @@ class EquationSolvingAttack:
         p = self.params
         attack = EquationSolving(ctx.oracle, family=p.model, hidden=p.hidden, activation=p.activation, l2=p.l2,
                                  max_iter=p.max_iter, restarts=p.restarts, feature_box=p.feature_box,
-                                 query_design=p.query_design, seed=ctx.seed, reference_parameters=_reference(ctx))
+                                 query_design=p.query_design, seed=ctx.seed)
         yield from attack.iter_checkpoints(ctx.budgets)
 
 
@@ -601,7 +600,7 @@ class LowdMeekAttack:
     def run(self, ctx: AttackContext) -> Iterator[tuple[int, ExtractedClassifier]]:
         p = self.params
         attack = LowdMeek(ctx.oracle, eps=p.eps, nb_boundary=p.nb_boundary, feature_box=p.feature_box,
-                          seed=ctx.seed, reference_parameters=_reference(ctx))
+                          seed=ctx.seed)
         yield from attack.iter_checkpoints(ctx.budgets)
 
 

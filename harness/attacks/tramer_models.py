@@ -274,18 +274,22 @@ def solve_binary_logit(x: np.ndarray, p: np.ndarray) -> LogitSolution:
 class ExtractedClassifier(BlackBoxClassifier):
     """An extracted copy as an ART classifier: ``predict`` returns its class probabilities.
 
-    ``extra_metrics()`` gives attack-specific figures (unknowns, parameter error, ...) that the
-    runner writes next to the standard metrics.
+    ``extra_metrics()`` gives attack-specific figures (unknowns, solve diagnostics, ...) that the
+    runner writes next to the standard metrics. ``compare_with_victim(parameters)`` gives the
+    evaluation-only ones (parameter error, direction cosine): the runner calls it after the attack
+    with the victim's true parameters, which the attack itself never sees (``compare``: the copy's
+    own comparison, a function of those parameters).
     """
 
     def __init__(self, proba_fn: Callable[[np.ndarray], np.ndarray], input_shape: tuple[int, ...], nb_classes: int,
                  clip_values: tuple[float, float] | None, metrics: dict[str, float] | None = None,
-                 description: str = ""):
+                 description: str = "", compare: Callable[[dict], dict[str, float]] | None = None):
         self._proba_fn = proba_fn
         super().__init__(predict_fn=self._flat_proba, input_shape=tuple(input_shape), nb_classes=nb_classes,
                          clip_values=clip_values)
         self.metrics = dict(metrics or {})
         self.description = description
+        self._compare = compare
 
     def _flat_proba(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -298,6 +302,13 @@ class ExtractedClassifier(BlackBoxClassifier):
     def extra_metrics(self) -> dict[str, float]:
         """Attack-specific figures, written by the runner as result rows."""
         return dict(self.metrics)
+
+    def compare_with_victim(self, parameters: dict | None) -> dict[str, float]:
+        """Evaluation only: figures of this copy against the victim's true parameters
+        ({family, W, b}, see ``Victim.parameters``); empty when either side has nothing to compare."""
+        if self._compare is None or not parameters:
+            return {}
+        return self._compare(parameters)
 
 
 def as_pytorch_classifier(family: ModelFamily, theta: np.ndarray, input_shape: tuple[int, ...],
