@@ -197,7 +197,7 @@ class World:
         d = next(d for d in self.scenario.defences if d.id == defence_id)
         info = registry.defences.get(d.plugin)
         answer = self.victim.predict_proba
-        if info.meta.get("needs_detector"):
+        if info.caps.needs_detector:
             f = self.detectors()[d.params.detector]
             served = info.obj.build(d.params, self.victim.nb_classes, detector=f.detector,
                                     calibration_scores=f.calibration_scores)
@@ -278,7 +278,7 @@ def _utility_cell(w: World, cell: Cell) -> CellResult:
     answers = [oracle.predict(x[i:i + HONEST_BATCH], client_id="honest-users") for i in range(0, len(x), HONEST_BATCH)]
     ev = UtilityEval(w.raw_test, np.concatenate(answers), w.test.y)
     rows = [{"metric": info.name, "value": info.obj(ev)} for info in registry.metrics.items()
-            if info.meta["scope"] == "utility" and not info.meta.get("computed_by_runner")]
+            if info.caps.scope == "utility" and not info.caps.computed_by_runner]
     rows += service_rows(oracle.clients["honest-users"])
     return CellResult(cell.name, cell.label, [{"kind": "utility", "victim": w.victim.description, "defence": cell.defence,
                                                "attack": "", "budget": "", "seed": "", **r} for r in rows])
@@ -382,7 +382,7 @@ def service_rows(record: ClientRecord) -> list[dict]:
 
 def attack_pool_size(a, info, pool: Dataset | None, data: Data) -> int | None:
     """How many distinct proxy samples an attack can query (None: it does not sample a pool)."""
-    size_of = info.meta.get("pool_size")
+    size_of = info.caps.pool_size
     if callable(size_of):
         return size_of(a.params, pool, data)
     return len(pool) if uses_pool(info, a.params) and pool is not None else None

@@ -169,13 +169,13 @@ for _name, _doc in (("fit_seconds", "Seconds to fit the detector (0 when loaded 
     _runner_written(_name, "detector", _doc)
 
 
-# Figures that Tramèr et al.'s attacks report for their extracted copies (``extra_metrics()``; the
-# runner writes them next to the standard metrics). Registered so that gates and `stealcheck list` know them.
-def _attack_reported(name: str, doc: str) -> None:
+# Figures of Tramèr et al.'s extracted copies (``extra_metrics()``, and the parameter errors the runner
+# computes); written next to the standard metrics. Registered so that gates and `stealcheck list` know them.
+def _attack_reported(name: str, doc: str, source: str = "reported by the attack") -> None:
     def metric(ev: ExtractionEval) -> float:
         return float("nan")
 
-    metric.__doc__ = doc + " (reported by the attack)"
+    metric.__doc__ = f"{doc} ({source})"
     metric.__name__ = name
     metrics.register(name, scope="extraction", computed_by_runner=True)(metric)
 
@@ -197,11 +197,15 @@ for _name, _doc in (
         ("leaves_found", "Distinct victim leaves the tree attack reached"),
         ("extracted_leaves", "Leaves of the extracted tree (more than leaves_found when a leaf spans several regions)"),
         ("queries_per_leaf", "Queries used per victim leaf found (tree attacks)")):
-    _attack_reported(_name, _doc)
+    # The parameter comparisons need the victim's true parameters, which the attack never sees: the
+    # runner computes them after the attack (ExtractedClassifier.compare_with_victim).
+    _attack_reported(_name, _doc, "computed by the runner from the copy and the victim"
+                     if _name in ("param_max_abs_error", "param_rel_error", "direction_cosine")
+                     else "reported by the attack")
 
 
 def metric_scope(name: str) -> str:
-    return metrics.get(name).meta["scope"]
+    return metrics.get(name).caps.scope
 
 
 __all__ = ["ExtractionEval", "UtilityEval", "NoParams"]

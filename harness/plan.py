@@ -71,18 +71,18 @@ def detection_attacks(scenario: Scenario) -> list[PluginRef]:
 
 def uses_detectors(a: PluginRef) -> bool:
     """Whether an attack reads the deployed detectors' scores (an adaptive attacker)."""
-    refs = registry.attacks.get(a.plugin).meta.get("detector_refs")
+    refs = registry.attacks.get(a.plugin).caps.detector_refs
     return bool(refs(a.params)) if callable(refs) else False
 
 
 def driven_defences(scenario: Scenario) -> set[str]:
     """The defences driven by a detector (active defences)."""
-    return {d.id for d in scenario.defences if registry.defences.get(d.plugin).meta.get("needs_detector")}
+    return {d.id for d in scenario.defences if registry.defences.get(d.plugin).caps.needs_detector}
 
 
 def extraction_metric_names() -> list[str]:
     return sorted(i.name for i in registry.metrics.items()
-                  if i.meta["scope"] == "extraction" and not i.meta.get("computed_by_runner"))
+                  if i.caps.scope == "extraction" and not i.caps.computed_by_runner)
 
 
 def plan(scenario: Scenario, version: str | None = None) -> list[Cell]:

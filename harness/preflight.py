@@ -120,7 +120,7 @@ def _check_data(scenario: Scenario, base_dir: Path) -> dict[str, DataFacts]:
         return found
     for role, ref in scenario.data.items():
         info = registry.data_sources.get(ref.source)
-        inspect = info.meta.get("inspect")
+        inspect = info.caps.inspect
         if not callable(inspect):
             continue
         facts = inspect(ref.params, ctx, f"data.{role}")
@@ -140,7 +140,7 @@ def _check_pool(scenario: Scenario, facts: dict[str, DataFacts]) -> None:
     pool = facts.get("attacker")
     if pool is None or pool.n is None:
         return
-    if callable(registry.data_sources.get(scenario.data["attacker"].source).meta.get("static_size")):
+    if registry.data_sources.get(scenario.data["attacker"].source).caps.static_size is not None:
         return
     for i, ref in enumerate(scenario.attacks):
         if not uses_pool(registry.attacks.get(ref.plugin), ref.params):
@@ -252,7 +252,7 @@ def check_state_dict(path: Path, architecture: str, input_shape: tuple[int, ...]
 def _thief_default(scenario: Scenario) -> tuple[str, dict[str, Any]] | None:
     """The architecture a thief gets when the scenario names none: the victim kind's declared
     ``thief_architecture`` capability (None for a victim kind that declares none)."""
-    default = registry.victims.get(scenario.victim.kind).capability("thief_architecture")
+    default = registry.victims.get(scenario.victim.kind).caps.thief_architecture
     if not callable(default):
         return None
     arch, params = default(scenario.victim.params)

@@ -24,6 +24,8 @@ from typing import Annotated, Any, Callable, Literal, Union, get_args, get_origi
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
+from .capabilities import (AnyCapabilities, AttackCapabilities, Capabilities, DataCapabilities,
+                           DefenceCapabilities, DetectorCapabilities, MetricCapabilities, VictimCapabilities)
 from .errors import ScenarioError, did_you_mean, shorten
 
 
@@ -60,7 +62,7 @@ class PluginInfo:
     name: str
     obj_: Any
     params: type[BaseModel]
-    meta: dict[str, Any] = field(default_factory=dict)
+    caps: Capabilities = field(default_factory=AnyCapabilities)
     impl: str | None = None
     summary: str | None = None
 
@@ -71,15 +73,6 @@ class PluginInfo:
             module, _, attr = self.impl.partition(":")
             object.__setattr__(self, "obj_", getattr(importlib.import_module(module), attr))
         return self.obj_
-
-    def capability(self, name: str, default: Any = None) -> Any:
-        """A capability flag or function: from ``meta``, else (for eagerly registered plugins) the
-        implementation's attribute of that name. Never imports a lazily declared implementation."""
-        if name in self.meta:
-            return self.meta[name]
-        if self.impl is None:
-            return getattr(self.obj_, name, default)
-        return default
 
     @property
     def description(self) -> str:
@@ -141,28 +134,32 @@ def type_name(ann: Any) -> str:
 class Registry:
     """Name -> plugin for one kind of plugin."""
 
-    def __init__(self, kind: str, singular: str):
+    def __init__(self, kind: str, singular: str, capabilities: type[Capabilities] = AnyCapabilities):
         self.kind = kind
         self.singular = singular
+        self.capabilities = capabilities
         self._plugins: dict[str, PluginInfo] = {}
 
-    def register(self, name: str, params: type[BaseModel] = NoParams, **meta: Any) -> Callable:
-        """Class or function decorator registering ``obj`` under ``name``."""
+    def register(self, name: str, params: type[BaseModel] = NoParams, **capabilities: Any) -> Callable:
+        """Class or function decorator registering ``obj`` under ``name``, with its capabilities
+        (the fields of this kind's :mod:`capabilities <stealcheck.capabilities>` dataclass)."""
 
         def decorator(obj: Any) -> Any:
-            self._add(PluginInfo(self.kind, name, obj, params, dict(meta)))
+            caps = self.capabilities.build(self.singular, name, capabilities, obj)
+            self._add(PluginInfo(self.kind, name, obj, params, caps))
             return obj
 
         return decorator
 
     def declare(self, name: str, impl: str, *, summary: str, params: type[BaseModel] = NoParams,
-                **meta: Any) -> None:
+                **capabilities: Any) -> None:
         """Register ``name`` without importing it: ``impl`` is ``"module:attribute"``, imported on first use.
 
-        Capabilities the scenario checks need (flags such as ``per_client``, functions of the params)
-        go in ``meta``, since the implementation's attributes are not read before a run.
+        Every capability validate or the runner reads before a run is given here, since the
+        implementation's attributes are not read until it is imported.
         """
-        self._add(PluginInfo(self.kind, name, None, params, dict(meta), impl=impl, summary=summary))
+        caps = self.capabilities.build(self.singular, name, capabilities)
+        self._add(PluginInfo(self.kind, name, None, params, caps, impl=impl, summary=summary))
 
     def _add(self, info: PluginInfo) -> None:
         known = self._plugins.get(info.name)
@@ -196,12 +193,12 @@ class Registry:
         return name in self._plugins
 
 
-attacks = Registry("attacks", "attack")
-defences = Registry("defences", "defence")
-detectors = Registry("detectors", "detector")
-victims = Registry("victims", "victim kind")
-data_sources = Registry("data", "data source")
-metrics = Registry("metrics", "metric")
+attacks = Registry("attacks", "attack", AttackCapabilities)
+defences = Registry("defences", "defence", DefenceCapabilities)
+detectors = Registry("detectors", "detector", DetectorCapabilities)
+victims = Registry("victims", "victim kind", VictimCapabilities)
+data_sources = Registry("data", "data source", DataCapabilities)
+metrics = Registry("metrics", "metric", MetricCapabilities)
 
 REGISTRIES: dict[str, Registry] = {
     r.kind: r for r in (attacks, defences, detectors, victims, data_sources, metrics)

@@ -653,28 +653,23 @@ def _resolve_data(raw: dict) -> dict[str, DataRef]:
 def uses_pool(info: registry.PluginInfo, params: Any = None) -> bool:
     """Whether an attack samples the attacker's pool ``data.attacker`` (data-free attacks do not; an attack
     may draw its proxy from another data set, decided by its params)."""
-    flag = info.meta.get("uses_pool", True)
-    if callable(flag):
-        return bool(flag(params)) if params is not None else True
-    return bool(flag)
+    return bool(info.caps.uses_pool(params)) if params is not None else True
 
 
 def check_scenario(scenario: Scenario) -> None:
     """Cross-section checks that need the registries (run by validate and run)."""
     victim_info = registry.victims.get(scenario.victim.kind)
-    needs_train = victim_info.capability("needs_training_data")
-    if needs_train is not None and needs_train(scenario.victim.params) and "victim_train" not in scenario.data:
+    caps = victim_info.caps
+    if caps.needs_training_data(scenario.victim.params) and "victim_train" not in scenario.data:
         raise ScenarioError("the victim is trained by stealcheck (no model file given), so data.victim_train is "
                             "required.", path="data")
     offered = scenario.victim.output
-    supports = victim_info.capability("supports_output")
-    if offered == "leaf" and not (supports is not None and supports(scenario.victim.params, "leaf")):
+    if offered == "leaf" and not caps.supports_output(scenario.victim.params, "leaf"):
         raise ScenarioError("output: leaf (leaf ids, as BigML served them) needs a decision-tree victim, e.g. "
                             "kind: sklearn with model: decision_tree.", path="victim.output")
     for i, ref in enumerate(scenario.attacks):
         info = registry.attacks.get(ref.plugin)
-        needs = info.meta.get("needs_output")
-        need = needs(ref.params) if callable(needs) else needs
+        need = info.caps.needs_output(ref.params)
         if need == "probabilities" and offered == "label":
             raise ScenarioError(
                 f"attack '{ref.id}' needs probability outputs but the victim serves '{offered}'. "
@@ -684,26 +679,24 @@ def check_scenario(scenario: Scenario) -> None:
             raise ScenarioError(f"attack '{ref.id}' needs leaf ids (victim output: leaf, a decision-tree victim) but "
                                 f"the victim serves '{offered}'.", path=f"attacks.{i}")
         # Attack-specific checks against the victim section (e.g. a feature box vs the declared input).
-        problem = info.meta["check_victim"](ref.params, scenario.victim) if "check_victim" in info.meta else None
+        check = info.caps.check_victim
+        problem = check(ref.params, scenario.victim) if check is not None else None
         if problem:
             raise ScenarioError(f"attack '{ref.id}': {problem}", path=f"attacks.{i}")
         if uses_pool(info, ref.params) and "attacker" not in scenario.data:
             raise ScenarioError(f"attack '{ref.id}' samples the attacker's pool, so data.attacker is required.",
                                 path="data")
-        if info.meta.get("needs_labels") and callable(info.meta["needs_labels"]) and info.meta["needs_labels"](ref.params):
+        if info.caps.needs_labels(ref.params):
             attacker = scenario.data["attacker"]
-            src = registry.data_sources.get(attacker.source)
-            if not src.meta.get("labelled", True):
+            if not registry.data_sources.get(attacker.source).caps.labelled:
                 raise ScenarioError(f"attack '{ref.id}' needs a labelled attacker pool, but data source "
                                     f"'{attacker.source}' has no labels.", path=f"attacks.{i}")
-        roles = info.meta.get("data_roles")
-        for role in (roles(ref.params) if callable(roles) else []):
+        for role in info.caps.data_roles(ref.params):
             if role not in scenario.data:
                 raise ScenarioError(f"attack '{ref.id}' uses the data set '{role}', which data does not define."
                                     f"{did_you_mean(role, list(scenario.data))} Defined: {', '.join(scenario.data)}.",
                                     path=f"attacks.{i}")
-        refs = info.meta.get("detector_refs")
-        for det in (refs(ref.params) if callable(refs) else []):
+        for det in info.caps.detector_refs(ref.params):
             _check_score_detector(scenario, det, f"attack '{ref.id}' avoids", f"attacks.{i}")
     _check_detection(scenario)
     _check_output_folders(scenario)
@@ -712,8 +705,8 @@ def check_scenario(scenario: Scenario) -> None:
     if not pooled:
         return
     attacker = scenario.data["attacker"]
-    size_of = registry.data_sources.get(attacker.source).meta.get("static_size")
-    size = size_of(attacker.params) if callable(size_of) else None
+    size_of = registry.data_sources.get(attacker.source).caps.static_size
+    size = size_of(attacker.params) if size_of is not None else None
     for i, ref in pooled:
         largest = max(scenario.budgets_of(ref))
         if size is not None and size < largest:
@@ -756,7 +749,7 @@ def _check_query_memory(scenario: Scenario) -> None:
     spec = getattr(scenario.victim.params, "input", None)
     features = math.prod(spec.shape) if spec is not None else 1
     for i, ref in enumerate(scenario.attacks):
-        if not registry.attacks.get(ref.plugin).capability("holds_all_queries", False):
+        if not registry.attacks.get(ref.plugin).caps.holds_all_queries:
             continue
         largest = max(scenario.budgets_of(ref))
         need = largest * (features + 2) * 8  # float64 inputs, plus the answers of a binary victim at least
@@ -782,7 +775,7 @@ def _check_score_detector(scenario: Scenario, det: Any, who: str, path: str) -> 
         known = ", ".join(detector_ids) or "none declared"
         raise ScenarioError(f"{who} detector '{det}', which the scenario's detectors list does not declare."
                             f"{did_you_mean(str(det), list(detector_ids))} Known: {known}.", path=path)
-    if registry.detectors.get(detector_ids[det].plugin).capability("per_client", False):
+    if registry.detectors.get(detector_ids[det].plugin).caps.per_client:
         raise ScenarioError(f"{who} detector '{det}', which flags clients (per-client history) instead of scoring "
                             "single queries: a per-query score is needed.", path=path)
 
@@ -802,17 +795,17 @@ def _check_detection(scenario: Scenario) -> None:
                                 f"{did_you_mean(role, list(scenario.data))}", path="detection.benign")
     for i, ref in enumerate(scenario.detectors):
         info = registry.detectors.get(ref.plugin)
-        if info.capability("needs_outliers", False) and spec.outliers not in scenario.data:
+        if info.caps.needs_outliers and spec.outliers not in scenario.data:
             raise ScenarioError(f"detector '{ref.id}' trains on an outlier set, so data.{spec.outliers} is required "
                                 "(e.g. {source: glyphs}); it must differ from the attacker's pool.",
                                 path=f"detectors.{i}")
-        if info.capability("needs_network", False) and scenario.victim.kind != "torch":
+        if info.caps.needs_network and scenario.victim.kind != "torch":
             raise ScenarioError(f"detector '{ref.id}' builds networks of the victim's architecture, which needs a "
                                 f"PyTorch victim (kind: torch); this victim is '{scenario.victim.kind}'.",
                                 path=f"detectors.{i}")
     for i, ref in enumerate(scenario.defences):
         info = registry.defences.get(ref.plugin)
-        if not info.meta.get("needs_detector"):
+        if not info.caps.needs_detector:
             continue
         _check_score_detector(scenario, getattr(ref.params, "detector", None),
                               f"defence '{ref.id}' is driven by", f"defences.{i}.detector")

@@ -63,7 +63,7 @@ def _calibration(n=2000, seed=2):
 def _build(item, detector=None, calibration_scores=None, nb_classes=3):
     ref = resolve_plugin(registry.defences, item, "defences.0")
     info = registry.defences.get(ref.plugin)
-    assert info.meta.get("needs_detector") is True
+    assert info.caps.needs_detector is True
     return info.obj.build(ref.params, nb_classes, detector=detector or MeanPixelDetector(),
                           calibration_scores=_calibration() if calibration_scores is None else calibration_scores)
 

@@ -113,7 +113,7 @@ def runs(tmp_path_factory):
 def _n_metrics(scope):
     """Rows per cell of ``scope``: computed metrics, plus attack_seconds for extraction cells."""
     computed = sum(1 for i in registry.metrics.items()
-                   if i.meta["scope"] == scope and not i.meta.get("computed_by_runner"))
+                   if i.caps.scope == scope and not i.caps.computed_by_runner)
     return computed + (1 if scope == "extraction" else 0)
 
 

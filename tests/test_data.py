@@ -24,7 +24,7 @@ def test_mnist5k_split_is_disjoint_stratified_and_sized():
     train, info, p_train = _load("mnist5k", {"split": "train"}, shape=(1, 28, 28))
     test, _, p_test = _load("mnist5k", {"split": "test"}, shape=(1, 28, 28))
     assert (len(train), len(test)) == (4000, 1000)
-    assert info.meta["static_size"](p_train) == 4000 and info.meta["static_size"](p_test) == 1000
+    assert info.caps.static_size(p_train) == 4000 and info.caps.static_size(p_test) == 1000
     assert train.x.shape == (4000, 1, 28, 28) and train.x.dtype == np.float32
     assert not (_row_set(train.x) & _row_set(test.x))
     np.testing.assert_array_equal(np.bincount(test.y, minlength=10), np.full(10, 100))
@@ -46,7 +46,7 @@ def test_digits_resized_to_victim_shape_and_range(shape, value_range):
     ds, info, p = _load("digits", {}, shape=shape, value_range=value_range)
     lo, hi = value_range
     assert ds.x.shape == (1797, *shape)
-    assert len(ds) == info.meta["static_size"](p) == 1797
+    assert len(ds) == info.caps.static_size(p) == 1797
     assert ds.x.min() >= lo and ds.x.max() <= hi
     assert ds.x.min() == pytest.approx(lo)  # background (padding) maps to the low end
     assert ds.x.max() > lo + 0.5 * (hi - lo)  # strokes reach high values
@@ -59,9 +59,9 @@ def test_digits_split_sizes_and_limit():
     train, info, p = _load("digits", {"split": "train"})
     test, _, pt = _load("digits", {"split": "test"})
     assert len(train) + len(test) == 1797
-    assert len(train) == info.meta["static_size"](p) and len(test) == info.meta["static_size"](pt)
+    assert len(train) == info.caps.static_size(p) and len(test) == info.caps.static_size(pt)
     limited, _, pl = _load("digits", {"split": "train", "limit": 100})
-    assert len(limited) == 100 == info.meta["static_size"](pl)
+    assert len(limited) == 100 == info.caps.static_size(pl)
 
 
 def test_npz_uint8_images_scaled_by_255(tmp_path):
@@ -126,7 +126,7 @@ def test_uniform_and_gaussian_stay_in_range():
         ds, info, p = _load(source, {"size": 300}, shape=(2, 3), value_range=(-2.0, 3.0))
         assert ds.x.shape == (300, 2, 3) and ds.y is None
         assert ds.x.min() >= -2.0 and ds.x.max() <= 3.0
-        assert info.meta["labelled"] is False and info.meta["static_size"](p) == 300
+        assert info.caps.labelled is False and info.caps.static_size(p) == 300
 
 
 def test_sklearn_tabular_needs_matching_feature_count():

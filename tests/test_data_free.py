@@ -348,7 +348,7 @@ def _context(oracle, budgets, shape=(1, 4, 4), nb_classes=3):
 @pytest.mark.parametrize("name", ["dfme", "maze"])
 def test_plugins_yield_every_budget_with_exact_counts(name):
     info = registry.attacks.get(name)
-    assert info.meta["uses_pool"] is False and info.meta["needs_output"](info.parse_params({})) == "probabilities"
+    assert info.caps.uses_pool(info.parse_params({})) is False and info.caps.needs_output(info.parse_params({})) == "probabilities"
     params = info.parse_params({"batch_size": 16, "nz": 8, "generator_width": 4})
     oracle = _oracle(budget=500)
     seen = [(b, oracle.queries_used) for b, _ in info.obj(params).run(_context(oracle, [120, 500]))]

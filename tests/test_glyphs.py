@@ -66,7 +66,7 @@ def test_jitter_makes_copies_of_one_letter_differ():
 def test_alphabet_sets_the_classes():
     ds = _glyphs({"size": 30, "alphabet": "XO"})
     assert set(ds.y.tolist()) == {0, 1}
-    assert registry.data_sources.get("glyphs").meta["static_size"](
+    assert registry.data_sources.get("glyphs").caps.static_size(
         registry.data_sources.get("glyphs").parse_params({"size": 30})) == 30
 
 

@@ -52,7 +52,7 @@ def test_declared_capabilities_match_the_implementations():
             obj = info.obj
             for flag in ("per_client", "needs_network", "needs_outliers", "replaces_victim"):
                 if hasattr(obj, flag):
-                    assert bool(info.capability(flag, False)) == bool(getattr(obj, flag)), (info.name, flag)
+                    assert bool(getattr(info.caps, flag)) == bool(getattr(obj, flag)), (info.name, flag)
             assert info.description, info.name
 
 

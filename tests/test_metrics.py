@@ -90,7 +90,7 @@ def test_utility_metrics():
 def test_metric_scopes():
     assert M.metric_scope("fidelity") == "extraction"
     assert M.metric_scope("output_distortion") == "utility"
-    extraction = {i.name for i in registry.metrics.items() if i.meta["scope"] == "extraction"}
+    extraction = {i.name for i in registry.metrics.items() if i.caps.scope == "extraction"}
     assert {"fidelity", "accuracy", "r_test", "r_unif", "kl", "queries_used"} <= extraction
-    assert {i.name for i in registry.metrics.items() if i.meta["scope"] == "utility"} >= {
+    assert {i.name for i in registry.metrics.items() if i.caps.scope == "utility"} >= {
         "victim_accuracy", "output_distortion", "label_change_rate"}

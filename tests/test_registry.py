@@ -23,7 +23,7 @@ class _Params(BaseModel):
 def test_decorator_registers_and_returns_the_object():
     reg = Registry("things", "thing")
 
-    @reg.register("widget", params=_Params, colour="blue")
+    @reg.register("widget", params=_Params)
     class Widget:
         """A widget.
 
@@ -33,12 +33,38 @@ def test_decorator_registers_and_returns_the_object():
     assert Widget.__name__ == "Widget"  # the decorator returns the class itself
     info = reg.get("widget")
     assert info.obj is Widget and info.params is _Params and info.kind == "things" and info.name == "widget"
-    assert info.meta == {"colour": "blue"}
     assert info.description == "A widget."
     assert info.parse_params({"size": 5}).size == 5
     assert info.parse_params(None).size == 3
     assert reg.names() == ["widget"] and "widget" in reg and "gadget" not in reg
     assert info.param_table() == [("size", "int", "3", "how big")]
+
+
+def test_capabilities_are_typed_and_unknown_ones_are_refused():
+    from stealcheck.capabilities import AttackCapabilities
+
+    reg = Registry("attacks", "attack", AttackCapabilities)
+    reg.declare("lazy", "nowhere.at_all:Attack", summary="An attack never imported.", uses_pool=False,
+                needs_output=lambda p: "probabilities")
+    caps = reg.get("lazy").caps
+    assert caps.uses_pool(None) is False  # a constant becomes a function of the params
+    assert caps.needs_output(None) == "probabilities" and caps.data_roles(None) == []
+    with pytest.raises(ValueError, match="Unknown capability \\['colour'\\] for attack 'widget'.*Known: needs_output"):
+        reg.declare("widget", "nowhere:Widget", summary="x", colour="blue")
+
+
+def test_eager_detectors_take_their_flags_from_the_class():
+    from stealcheck.capabilities import DetectorCapabilities
+
+    reg = Registry("detectors", "detector", DetectorCapabilities)
+
+    @reg.register("flagger")
+    class Flagger:
+        """Flags clients."""
+
+        per_client = True
+
+    assert reg.get("flagger").caps.per_client is True and reg.get("flagger").caps.needs_network is False
 
 
 def test_function_plugins_default_to_no_params():
@@ -178,10 +204,10 @@ def test_plugin_conformance(kind, name):
 def test_plugins_have_kind_specific_entry_points():
     for info in registry.attacks.items():
         assert callable(getattr(info.obj, "run", None)), info.name
-        assert "needs_output" in info.meta, info.name
+        assert callable(info.caps.needs_output), info.name
     for info in registry.defences.items():
         assert callable(getattr(info.obj, "build", None)), info.name
-        if info.meta.get("needs_detector"):
+        if info.caps.needs_detector:
             # active defences are driven by a detector the scenario declares
             assert "detector" in info.params.model_fields, info.name
     from stealcheck.detectors.detectors import Detector
@@ -195,8 +221,8 @@ def test_plugins_have_kind_specific_entry_points():
     for info in registry.victims.items():
         assert callable(getattr(info.obj, "build", None)), info.name
     for info in registry.metrics.items():
-        assert info.meta.get("scope") in ("extraction", "utility", "service", "detection", "detector"), info.name
+        assert info.caps.scope in ("extraction", "utility", "service", "detection", "detector"), info.name
         assert callable(info.obj)
     for info in registry.data_sources.items():
         assert callable(info.obj)
-        assert isinstance(info.meta.get("labelled", True), bool), info.name
+        assert isinstance(info.caps.labelled, bool), info.name

@@ -57,7 +57,7 @@ class ChainParams(BaseModel):
                 # stateless pipeline of output perturbations built without detectors. Said first,
                 # before the step's own parameters are checked.
                 _, name, _ = split_plugin_item(item, f"steps.{i}")
-                if name in defences and defences.get(name).capability("needs_detector", False):
+                if name in defences and defences.get(name).caps.needs_detector:
                     raise ValueError(f"steps.{i}: '{name}' is an active defence driven by a detector, which "
                                      "cannot be a chain step; list it as a defence of its own (chains hold output "
                                      "perturbations such as rounded, reverse_sigmoid, label_only)")
