@@ -65,6 +65,7 @@ def test_failed_cell_is_retried_then_recorded_and_the_rest_goes_on(tmp_path, sce
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "complete"
 
 
+@pytest.mark.slow  # starts a 2-worker LocalCluster (~10 s); CI runs it with the slow set (.ci/run)
 def test_dask_local_cluster_gives_the_local_values_and_resumes_either_way(tmp_path, scenario_file):
     pytest.importorskip("distributed")
     code, stderr = cli(["run", str(scenario_file), "--quiet", "--out", str(tmp_path / "local")], tmp_path / "c1")
