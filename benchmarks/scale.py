@@ -1,8 +1,8 @@
 """Scaling out: one grid of real cells run locally, on a 2-worker and on a 1-worker Dask LocalCluster.
 
 The grid: an MLP victim on scikit-learn's digits, KnockoffNets (random) and CopycatCNN against four
-output defences, over three seeds, at two budgets: 24 extraction cells and 4 utility cells, each a
-thief trained for real. The victim is trained once beforehand (a warm-up run) and loaded from the
+output defences, over six seeds (``--seeds``), at two budgets: 48 extraction cells and 4 utility cells,
+each a thief trained for real. The victim is trained once beforehand (a warm-up run) and loaded from the
 cache by every run; cell results are not cached (``cache_cells: false``), so each run does all the
 work. Torch uses one thread everywhere (OMP_NUM_THREADS=1), so a worker is one core and the
 local run is the same work on one core. Wall times include starting the cluster.
@@ -11,7 +11,7 @@ Prints each run's wall time, the speedup of 2 workers over local (goal >= 1.7x o
 1-worker cluster against local (Dask's overhead, goal <= 1.10x), and whether every run gives the
 same values (timing metrics aside).
 
-    python benchmarks/scale.py [--seeds 3] [--keep DIR]
+    python benchmarks/scale.py [--seeds 6] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def values(run_dir: Path):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=6, help="seeds of the grid: 8 extraction cells each (default 6: "
+                    "52 cells, long enough that the cluster's fixed start-up cost is a small share)")
     ap.add_argument("--keep", metavar="DIR", help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="stealcheck-scale-"))
