@@ -71,8 +71,7 @@ def detection_attacks(scenario: Scenario) -> list[PluginRef]:
 
 def uses_detectors(a: PluginRef) -> bool:
     """Whether an attack reads the deployed detectors' scores (an adaptive attacker)."""
-    refs = registry.attacks.get(a.plugin).caps.detector_refs
-    return bool(refs(a.params)) if callable(refs) else False
+    return bool(registry.attacks.get(a.plugin).caps.detector_refs(a.params))
 
 
 def driven_defences(scenario: Scenario) -> set[str]:
