@@ -18,7 +18,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ from .errors import ScenarioError
 from .metrics import ExtractionEval, UtilityEval
 from .oracle import ClientRecord, Oracle
 from .plan import Cell, data_fingerprint, extraction_metric_names
-from .scenario import Scenario, build_scenario, uses_pool
+from .scenario import Scenario, build_scenario, check_pool_size, uses_pool
 from .seeds import attack_seed, derive_seed
 from .thief import make_thief
 from .victim import Victim, VictimContext
@@ -117,7 +116,7 @@ class World:
         m = scenario.model
         self.cache = Cache(ctx.cache_dir)  # reading: artefacts of other cells come from here
         spec = scenario.victim.params.input
-        base_dir = Path(ctx.source_path).resolve().parent if ctx.source_path else Path.cwd()
+        base_dir = scenario.base_dir
         self.data = data = Data(scenario, DataContext(tuple(spec.shape), tuple(spec.range), m.data_seed, str(base_dir)))
         vctx = VictimContext(load_data=data, data_fingerprint=data.fingerprint, cache=Cache(ctx.cache_dir, read=not retrain),
                              seed=m.data_seed, progress=ctx.progress, base_dir=base_dir)
@@ -149,12 +148,9 @@ class World:
 
     def _check(self) -> None:
         """The data against the victim: pool large enough for every budget, labels within its classes."""
-        scenario, pool, test = self.scenario, self.pool, self.test
-        for a in scenario.attacks:
-            largest = max(scenario.budgets_of(a))
-            if pool is not None and uses_pool(registry.attacks.get(a.plugin), a.params) and len(pool) < largest:
-                raise ScenarioError(f"the attacker pool holds {len(pool)} samples, fewer than the largest budget "
-                                    f"of attack '{a.id}' ({largest}).", path="budgets")
+        pool, test = self.pool, self.test
+        if pool is not None:
+            check_pool_size(self.scenario, len(pool), f"({pool.name})")
         if test.y is not None and test.y.max() >= self.victim.nb_classes:
             raise ScenarioError(f"test labels go up to {test.y.max()} but the victim has {self.victim.nb_classes} "
                                 "classes.", path="data.test")

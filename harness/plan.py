@@ -136,7 +136,7 @@ def planned_cells(scenario: Scenario) -> list[str]:
 
 def _victim_files(scenario: Scenario) -> dict[str, str]:
     """The digests of the victim's model files: a changed file is a different victim."""
-    base = Path(scenario.source_path).resolve().parent if scenario.source_path else Path.cwd()
+    base = scenario.base_dir
     out = {}
     for field in ("weights", "path"):
         value = getattr(scenario.victim.params, field, None)

@@ -32,7 +32,7 @@ from typing import Any
 from . import registry
 from .datasets import DataContext, scenario_path
 from .errors import ScenarioError, did_you_mean, shorten
-from .scenario import Scenario, uses_pool
+from .scenario import Scenario, check_pool_size
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,6 @@ class DataFacts:
     n_classes: int | None = None  #: distinct labels; None = unknown or unlabelled
     max_label: int | None = None  #: the largest label when labels are integers used as given (else None)
     description: str = ""  #: how messages name the source, e.g. "sklearn 'wine'"
-
-
-def base_dir_of(scenario: Scenario) -> Path:
-    """The folder relative paths are taken from: the scenario file's (the current folder without one), as in run."""
-    return Path(scenario.source_path).resolve().parent if scenario.source_path else Path.cwd()
 
 
 # ---------------------------------------------------------------- files
@@ -96,7 +91,7 @@ def folder(given: str, base_dir: str | Path, what: str, key: str | None) -> Path
 
 def check_inputs(scenario: Scenario) -> None:
     """Check everything ``run`` would reject before training; raise ScenarioError with the key path."""
-    base_dir = base_dir_of(scenario)
+    base_dir = scenario.base_dir
     facts = _check_data(scenario, base_dir)
     params = scenario.victim.params
     if hasattr(params, "architecture"):
@@ -140,17 +135,8 @@ def _check_pool(scenario: Scenario, facts: dict[str, DataFacts]) -> None:
     pool = facts.get("attacker")
     if pool is None or pool.n is None:
         return
-    if registry.data_sources.get(scenario.data["attacker"].source).caps.static_size is not None:
-        return
-    for i, ref in enumerate(scenario.attacks):
-        if not uses_pool(registry.attacks.get(ref.plugin), ref.params):
-            continue
-        largest = max(scenario.budgets_of(ref))
-        if pool.n < largest:
-            raise ScenarioError(
-                f"the attacker pool ({pool.description}) holds {pool.n} samples, fewer than the largest budget of "
-                f"attack '{ref.id}' ({largest}). Lower the budgets or use a larger pool.",
-                path="budgets" if ref.budgets is None else f"attacks.{i}.budgets")
+    if registry.data_sources.get(scenario.data["attacker"].source).caps.static_size is None:
+        check_pool_size(scenario, pool.n, f"({pool.description})")
 
 
 def _check_labels(nb_classes: int, facts: dict[str, DataFacts]) -> None:

@@ -473,6 +473,12 @@ class Scenario:
     def name(self) -> str:
         return self.model.name
 
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths and user modules are taken from: the scenario file's (else the
+        current folder)."""
+        return Path(self.source_path).resolve().parent if self.source_path else Path.cwd()
+
     def budgets_of(self, attack: PluginRef) -> list[int]:
         """The checkpoints of one attack: its own ``budgets`` (long form) or the scenario's."""
         return list(attack.budgets) if attack.budgets is not None else list(self.model.budgets)
@@ -701,17 +707,26 @@ def check_scenario(scenario: Scenario) -> None:
     _check_detection(scenario)
     _check_output_folders(scenario)
     _check_query_memory(scenario)
-    pooled = [(i, a) for i, a in enumerate(scenario.attacks) if uses_pool(registry.attacks.get(a.plugin), a.params)]
-    if not pooled:
-        return
-    attacker = scenario.data["attacker"]
-    size_of = registry.data_sources.get(attacker.source).caps.static_size
-    size = size_of(attacker.params) if size_of is not None else None
-    for i, ref in pooled:
+    attacker = scenario.data.get("attacker")
+    if attacker is not None:
+        size_of = registry.data_sources.get(attacker.source).caps.static_size
+        if size_of is not None:
+            check_pool_size(scenario, size_of(attacker.params), f"'{attacker.source}'")
+
+
+def check_pool_size(scenario: Scenario, size: int, description: str) -> None:
+    """Every attack that samples data.attacker has at least its largest budget of samples there.
+
+    One check for the three moments the size is known: from the source's static size (here), from
+    its files (preflight) and once loaded (the run).
+    """
+    for i, ref in enumerate(scenario.attacks):
+        if not uses_pool(registry.attacks.get(ref.plugin), ref.params):
+            continue
         largest = max(scenario.budgets_of(ref))
-        if size is not None and size < largest:
+        if size < largest:
             raise ScenarioError(
-                f"the attacker pool '{attacker.source}' holds {size} samples, fewer than the largest budget of "
+                f"the attacker pool {description} holds {size} samples, fewer than the largest budget of "
                 f"attack '{ref.id}' ({largest}). Lower the budgets or use a larger pool.",
                 path="budgets" if ref.budgets is None else f"attacks.{i}.budgets")
 
