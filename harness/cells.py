@@ -367,13 +367,14 @@ RUNNERS = {"victim": _victim_cell, "detectors": _detectors_cell, "utility": _uti
 
 def service_rows(record: ClientRecord) -> list[dict]:
     """What a client experienced: share of queries answered in full, response time per query."""
-    seconds = record.response_seconds()
+    from .defences.active import latency_summary
+
     if record.queries == 0:
         return []
+    latency = latency_summary(record.response_seconds())
     return [{"metric": "answered_share", "value": record.answered_share},
-            {"metric": "latency_mean_ms", "value": float(np.mean(seconds) * 1e3) if len(seconds) else float("nan")},
-            {"metric": "latency_p95_ms",
-             "value": float(np.percentile(seconds, 95) * 1e3) if len(seconds) else float("nan")}]
+            {"metric": "latency_mean_ms", "value": latency["mean_ms"]},
+            {"metric": "latency_p95_ms", "value": latency["p95_ms"]}]
 
 
 def attack_pool_size(a, info, pool: Dataset | None, data: Data) -> int | None:
