@@ -87,16 +87,38 @@ def features_and_logits(net: nn.Module, x: torch.Tensor, head: nn.Linear) -> tup
     return grabbed[-1].flatten(1), logits
 
 
+def _victim_offers(ctx: DetectorContext) -> tuple[bool, bool]:
+    """(the victim network with a final linear layer, the victim's logits) are available."""
+    has_net = ctx.victim_network is not None and last_linear(ctx.victim_network) is not None
+    return has_net, ctx.logits is not None or has_net
+
+
+def default_signals(ctx: DetectorContext) -> tuple[list[str], dict[str, str]]:
+    """The default signals this victim allows, in order, and the ones it does not, with the reason."""
+    has_net, has_logits = _victim_offers(ctx)
+    used, left_out = ["pixel_density"], {}
+    if len(ctx.input_shape) == 3:
+        used.append("intensity_knn")
+    else:
+        left_out["intensity_knn"] = "not an image input"
+    if has_logits:
+        used.append("energy")
+    else:
+        used.append("msp")
+        left_out["energy"] = "no logits (black-box probabilities): msp used instead"
+    if has_net:
+        used.append("feature_knn")
+    else:
+        left_out["feature_knn"] = ("no victim network" if ctx.victim_network is None
+                                   else "the victim network has no final nn.Linear layer")
+    return used, left_out
+
+
 def resolve_signals(params: FusionParams, ctx: DetectorContext) -> list[str]:
     """The signals this detector will use with this victim; a clear error for impossible requests."""
-    has_net = ctx.victim_network is not None and last_linear(ctx.victim_network) is not None
-    has_logits = ctx.logits is not None or has_net
     if params.signals is None:
-        out = ["pixel_density"] + (["intensity_knn"] if len(ctx.input_shape) == 3 else [])
-        out.append("energy" if has_logits else "msp")
-        if has_net:
-            out.append("feature_knn")
-        return out
+        return default_signals(ctx)[0]
+    has_net, has_logits = _victim_offers(ctx)
     missing = []
     for s in params.signals:
         if s == "energy" and not has_logits:
@@ -114,18 +136,7 @@ def resolve_signals(params: FusionParams, ctx: DetectorContext) -> list[str]:
 
 def left_out_signals(params: FusionParams, ctx: DetectorContext) -> dict[str, str]:
     """Default signals this victim does not allow, with the reason (empty when signals are given)."""
-    if params.signals is not None:
-        return {}
-    has_net = ctx.victim_network is not None and last_linear(ctx.victim_network) is not None
-    out = {}
-    if len(ctx.input_shape) != 3:
-        out["intensity_knn"] = "not an image input"
-    if not (ctx.logits is not None or has_net):
-        out["energy"] = "no logits (black-box probabilities): msp used instead"
-    if not has_net:
-        out["feature_knn"] = ("no victim network" if ctx.victim_network is None
-                              else "the victim network has no final nn.Linear layer")
-    return out
+    return {} if params.signals is not None else default_signals(ctx)[1]
 
 
 def combine(z: np.ndarray, rule: str, precision: np.ndarray | None = None) -> np.ndarray:
