@@ -8,16 +8,22 @@ from typing import Any
 DASH = "\u2013"  # shown for NaN and missing values
 
 
+def finite_float(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, NaN, infinite or not a number)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
 def fmt_duration(seconds: Any) -> str:
     """Seconds as '< 0.01 s' / '0.31 s' / '4.2 s' / '2 min 25 s' / '1 h 03 min'.
 
     Sub-second times keep two decimals: '0.0 s' would hide a real, if short, cost.
     """
-    try:
-        s = float(seconds)
-    except (TypeError, ValueError):
-        return DASH
-    if not math.isfinite(s):
+    s = finite_float(seconds)
+    if s is None:
         return DASH
     if s < 0.005:
         return "< 0.01 s"

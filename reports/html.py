@@ -22,7 +22,7 @@ import yaml
 from scipy import stats
 
 from stealcheck.results import read_results, read_summary
-from stealcheck.text import DASH, fmt_duration
+from stealcheck.text import DASH, finite_float, fmt_duration
 from . import plots
 
 REPORT_FILE = "report.html"
@@ -865,11 +865,8 @@ def fmt_pct(value: float, digits: int = 1) -> str:
 
 def fmt_ms(value: Any) -> str:
     """A latency in milliseconds to about three significant digits ('0.0441', '2.35', '118')."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return DASH
-    if not math.isfinite(x):
+    x = finite_float(value)
+    if x is None:
         return DASH
     return fmt(x, 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2 if abs(x) >= 1 else 3 if abs(x) >= 0.1 else 4)
 
