@@ -630,7 +630,8 @@ def resolve_defence(scenario: Any, given: str) -> str:
     if same_plugin:
         raise ScenarioError(f"{len(same_plugin)} defences of this scenario use '{given}': {', '.join(same_plugin)}; "
                             "give the full id of one.")
-    raise ScenarioError(f"no defence {given!r} in this scenario.{did_you_mean(given, ids)} Its defences: "
+    names = ids + sorted({d.plugin for d in scenario.defences})
+    raise ScenarioError(f"no defence {given!r} in this scenario.{did_you_mean(given, names)} Its defences: "
                         f"{', '.join(ids)}.")
 
 
@@ -670,5 +671,28 @@ def serve(service: Service, host: str = "127.0.0.1", port: int = 8080) -> None:
     uvicorn.Server(config).run()
 
 
-__all__ = ["AuditLog", "Client", "DefendedModel", "KeyRing", "Limits", "Service", "build_service", "create_app",
+@contextlib.contextmanager
+def background(service: Service, host: str = "127.0.0.1", port: int = 0):
+    """Serve in a background thread (tests, benchmarks); yields the base URL. ``port=0`` picks a free port."""
+    import uvicorn
+
+    config = uvicorn.Config(create_app(service), host=host, port=port, log_level="warning", access_log=False,
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="stealcheck-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+__all__ = ["background", "AuditLog", "Client", "DefendedModel", "KeyRing", "Limits", "Service", "build_service", "create_app",
            "hash_key", "load_keys", "serve"]
