@@ -351,3 +351,38 @@ def test_cli_serve_needs_keys_or_no_auth_and_a_known_defence(tmp_path, capsys):
     assert exc.value.code == 2 and "--keys" in capsys.readouterr().err
     assert main(["serve", "quickstart", "--defence", "reverse_sigmod", "--no-auth"]) == 2
     assert "Did you mean" in capsys.readouterr().err
+
+
+def test_binary_tensor_data_extension(scenario, tmp_path):
+    # Triton's clients send inputs as raw bytes by default; answers come back bit-identical to JSON ones.
+    from stealcheck import oip
+
+    x = _digits(6)
+    with background(_service(scenario, tmp_path)) as url, httpx.Client(base_url=url) as c:
+        assert "binary_tensor_data" in c.get("/v2").json()["extensions"]
+        as_json = c.post("/v2/models/tiny/infer", json=_body(x), headers=_auth(ALICE)).json()
+        content, headers = oip.encode_request(x, binary=True)
+        r = c.post("/v2/models/tiny/infer", content=content, headers={**headers, **_auth(ALICE)})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+        body, arrays = oip.decode_response(r.content, r.headers.get("inference-header-content-length"))
+        assert body["outputs"][0]["parameters"]["binary_data_size"] == 6 * 10 * 8
+        np.testing.assert_array_equal(arrays["probabilities"],
+                                      np.asarray(as_json["outputs"][0]["data"]).reshape(6, 10))
+        # Binary input, JSON output (no binary_data asked for).
+        head = json.dumps({"inputs": [{"name": "input", "shape": [6, 1, 8, 8], "datatype": "FP32",
+                                       "parameters": {"binary_data_size": 6 * 64 * 4}}]}).encode()
+        r = c.post("/v2/models/tiny/infer", content=head + x.astype("<f4").tobytes(),
+                   headers={"Inference-Header-Content-Length": str(len(head)), **_auth(ALICE)})
+        assert r.json()["outputs"][0]["data"] == as_json["outputs"][0]["data"]
+        for bad_head, raw, hlen in [
+            (head, x.astype("<f4").tobytes()[:-4], None),  # short
+            (head, x.astype("<f4").tobytes() + b"\0" * 4, None),  # long
+            (head, x.astype("<f4").tobytes(), "99999999"),  # header length past the body
+            (head, x.astype("<f4").tobytes(), "abc"),
+            (json.dumps(_body(x)).encode(), b"\0" * 8, None),  # binary bytes nobody declared
+            (head, np.full(6 * 64, np.nan, dtype="<f4").tobytes(), None),  # NaN in binary
+        ]:
+            r = c.post("/v2/models/tiny/infer", content=bad_head + raw,
+                       headers={"Inference-Header-Content-Length": hlen or str(len(bad_head)), **_auth(ALICE)})
+            assert r.status_code == 400 and r.json()["error"], r.text
+        assert c.get("/v2/health/ready").status_code == 200
