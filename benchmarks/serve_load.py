@@ -85,12 +85,12 @@ def body(x: np.ndarray) -> dict:
     return {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
 
 
-def sequential(url: str, x: np.ndarray, batch: int, n: int, binary: bool) -> np.ndarray:
+def sequential(url: str, x: np.ndarray, batch: int, n: int, binary: bool, key: str) -> np.ndarray:
     """Seconds per request, as a client sees them: encoding the batch, the round trip, decoding the answer."""
     from stealcheck.oip import decode_response, encode_request
 
     seconds = []
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as c:
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300) as c:
         for i in range(n):
             start = (i * batch) % (len(x) - batch)
             t0 = time.perf_counter()
@@ -103,12 +103,12 @@ def sequential(url: str, x: np.ndarray, batch: int, n: int, binary: bool) -> np.
     return np.asarray(seconds)
 
 
-def in_process(oracle, x: np.ndarray, batch: int, n: int) -> np.ndarray:
+def in_process(oracle, x: np.ndarray, batch: int, n: int, client: str) -> np.ndarray:
     seconds = []
     for i in range(n):
         start = (i * batch) % (len(x) - batch)
         t0 = time.perf_counter()
-        oracle.predict(x[start:start + batch], client_id=f"c{i % 1}")
+        oracle.predict(x[start:start + batch], client_id=client)
         seconds.append(time.perf_counter() - t0)
     return np.asarray(seconds)
 
@@ -162,7 +162,10 @@ def main() -> None:
         tmp = Path(tmp)
         path = scenario_file(tmp)
         keys = tmp / "keys.yaml"
-        keys.write_text(f"keys:\n  - {{client: bench, key: {KEY}}}\n")
+        # One key per measurement: PRADA keeps a history per key, whose cost grows with its length, so
+        # every measurement starts from a fresh client (the in-process oracle too: a fresh one each time).
+        keys.write_text("keys:\n" + "".join(f"  - {{client: c{i}, key: {KEY}-{i}}}\n" for i in range(8))
+                        + f"  - {{client: load, key: {KEY}}}\n")
         scenario = load_scenario(path)
         ctx = RunContext(scenario.as_written, scenario.source_path, str(default_cache_dir()),
                          package_versions()["stealcheck"])
@@ -175,10 +178,12 @@ def main() -> None:
             defence_id = d.id
             proc, url = start_server(path, defence_id, keys, tmp / f"{label}.jsonl")
             try:
+                k = 0
                 for batch in (1, 32):
-                    local = in_process(w.oracle(defence_id, None), x, batch, args.sequential)
+                    local = in_process(w.oracle(defence_id, None), x, batch, args.sequential, f"in-process-{batch}")
                     for encoding in ("json", "binary"):
-                        served = sequential(url, x, batch, args.sequential, encoding == "binary")
+                        served = sequential(url, x, batch, args.sequential, encoding == "binary", f"{KEY}-{k}")
+                        k += 1
                         rows.append((label, batch, encoding, batch / served.mean(), np.percentile(served, 50) * 1e3,
                                      np.percentile(served, 99) * 1e3, batch / local.mean(),
                                      (batch / served.mean()) / (batch / local.mean())))
