@@ -101,6 +101,14 @@ class VictimCapabilities(Capabilities):
     supports_output: Callable[[Any, str], bool] = lambda p, mode: mode != "leaf"
     #: params -> (architecture, arch_params) of the default thief; None = known only at run time
     thief_architecture: Callable[[Any], tuple[str, dict]] | None = None
+    #: the victim answers from outside this process (kind: remote): nothing of its internals is known (no
+    #: network, logits or parameters for detectors), and what it answers may change behind its address, so
+    #: its cells' results are never reused from the cache (resume still works through the journal)
+    remote: bool = False
+    #: (victim section as written, key path) -> the same section with what it leaves out filled in (a
+    #: remote endpoint's metadata), raising ScenarioError for what cannot work; called once when the
+    #: scenario is loaded (stealcheck.scenario.complete_scenario). None = nothing to fill in
+    complete: Callable[[dict, str], dict] | None = None
 
 
 @dataclass(frozen=True)
