@@ -478,6 +478,7 @@ class RemoteVictim:
             def predict(self, x: np.ndarray, batch_size: int = 128, **kwargs) -> np.ndarray:
                 return self._predict_fn(x)
 
+        meta = attacker.metadata()  # provenance: what the endpoint says it serves (its defence, its platform)
         shape, lo_hi = tuple(p.input.shape), tuple(p.input.range)
         classifier = RemoteClassifier(evaluation.predict, shape, p.nb_classes, clip_values=lo_hi)
         arch, arch_params = remote_thief(p)
@@ -485,6 +486,7 @@ class RemoteVictim:
                       description=f"remote {p.model} at {url}", thief_architecture=arch,
                       thief_arch_params=dict(arch_params),
                       info={"url": url, "model": p.model, "max_batch": p.max_batch,
-                            "api_key_env": p.api_key_env, "evaluation_api_key_env": p.evaluation_api_key_env},
+                            "api_key_env": p.api_key_env, "evaluation_api_key_env": p.evaluation_api_key_env,
+                            "endpoint": {k: meta.get(k) for k in ("platform", "versions", "parameters")}},
                       query=attacker.predict,
                       usage=lambda: {c.identity: asdict(c.usage) for c in (attacker, evaluation)})

@@ -17,6 +17,7 @@ from stealcheck.cli import load_and_check, main
 from test_remote_victim import loopback
 
 ATTACK_KEY, EVAL_KEY = "attacker-key-0123456789", "evaluation-key-0123456789"
+SMALL_KEY = "small-quota-key-0123456789"
 #: timings differ between any two runs; server_queries_used exists only through the wire
 NOT_COMPARED = {"attack_seconds", "latency_mean_ms", "latency_p95_ms", "server_queries_used"}
 
@@ -48,7 +49,8 @@ def served(tmp_path, write_yaml, monkeypatch):
     keys.write_text(yaml.safe_dump({"keys": [
         {"client": "attacker", "key": ATTACK_KEY, "quota": 10_000},
         # the owner's evaluation key: undefended answers, as the in-process run's raw victim
-        {"client": "evaluation", "key": EVAL_KEY, "undefended": True}]}))
+        {"client": "evaluation", "key": EVAL_KEY, "undefended": True},
+        {"client": "small", "key": SMALL_KEY, "quota": 10}]}))
 
     def start(defence: str, **changes):
         scenario = load_and_check(str(write_yaml({**in_process_scenario(), **changes}, "wire.yaml")))
@@ -93,6 +95,7 @@ def test_a_run_through_serve_gives_the_in_process_values(served, write_yaml, tmp
         for b in (60, 120):
             assert ext[(attack, b, "server_queries_used")] == ext[(attack, b, "queries_used")] == b
     summary = json.loads((remote_dir / "summary.json").read_text())
+    assert summary["victim"]["endpoint"]["parameters"]["defence"] == "reverse_sigmoid"
     usage = summary["remote_queries"]
     stats = service.stats()["clients"]
     assert usage["attacker"]["queries"] == 240 == stats["attacker"]["queries"]
@@ -101,11 +104,13 @@ def test_a_run_through_serve_gives_the_in_process_values(served, write_yaml, tmp
     assert summary["victim_filled_in"]["nb_classes"] == 10
 
 
-def test_proof_of_work_round_trip_with_serve(served):
-    """A suspicious batch gets a 428 challenge bound to its inputs; the client solves it and resends them."""
+def test_proof_of_work_quota_and_keys_with_serve(served, monkeypatch):
+    """A suspicious batch gets a 428 challenge bound to its inputs; the client solves it and resends them.
+    A spent quota fails at once; a wrong key is named when the scenario is loaded."""
     import numpy as np
 
-    from stealcheck.adapters.remote_victim import OIPClient
+    from stealcheck.adapters.remote_victim import OIPClient, QuotaExhaustedError, complete_section
+    from stealcheck.errors import ScenarioError
 
     server, service = served("pow", detectors=["msp"],
                              defences=["none", {"pow": {"detector": "msp", "target_fpr": 0.05, "min_bits": 4,
@@ -114,8 +119,18 @@ def test_proof_of_work_round_trip_with_serve(served):
     with server as url:
         attacker = OIPClient(url, "wire", ATTACK_KEY, nb_classes=10, max_batch=8)
         answers = attacker.predict(x)
+        small = OIPClient(url, "wire", SMALL_KEY, nb_classes=10, max_batch=8, retries=3)
+        with pytest.raises(QuotaExhaustedError, match="quota exceeded.*2 remaining"):
+            small.predict(x)
+        assert small.usage.queries == 8 and small.usage.retries == 0 and small.usage.quota_remaining == 2
+        # loading checks the keys against the server, and spends nothing
+        assert complete_section({"kind": "remote", "url": url, "model": "wire"})["input"]["shape"] == [1, 8, 8]
+        monkeypatch.setenv("STEALCHECK_EVAL_KEY", "not-a-key-of-this-server")
+        with pytest.raises(ScenarioError, match=r"refused the evaluation's key in \$STEALCHECK_EVAL_KEY \(403"):
+            complete_section({"kind": "remote", "url": url, "model": "wire"})
     assert attacker.usage.pow_solved >= 1 and attacker.usage.queries == 24
     assert attacker.usage.requests == 3 + attacker.usage.pow_solved  # each challenge costs one more request
     assert answers.shape == (24, 10) and np.allclose(answers.sum(1), 1.0)
     stats = service.stats()["clients"]["attacker"]
     assert stats["queries"] == 24 and stats["answered"] == 24  # a 428 charges nothing; the solved batch counts once
+    assert service.stats()["clients"]["evaluation"]["queries"] == 0  # the key checks were free

@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -403,7 +402,9 @@ def test_run_counts_attacker_and_evaluation_apart(double, keys, write_yaml, tmp_
     assert "input" not in summary["scenario_as_written"]["victim"]
     resolved = yaml.safe_load((tmp_path / "run" / "scenario.resolved.yaml").read_text())
     assert resolved["victim"]["input"]["shape"] == [1, 8, 8]
-    assert "api_key" not in json.dumps(summary).replace("api_key_env", "")  # no key is ever written
+    assert ATTACK_KEY not in json.dumps(summary) and EVAL_KEY not in json.dumps(summary)  # keys are never written
+    assert "could not build the report" not in (tmp_path / "run" / "run.log").read_text()
+    assert "server_queries_used" in (tmp_path / "run" / "report.html").read_text()
 
 
 def test_quota_exhausted_during_a_run_fails_the_cell_clearly(double, keys, write_yaml, tmp_path, capsys):
