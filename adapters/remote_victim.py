@@ -50,6 +50,10 @@ class QuotaExhaustedError(RemoteVictimError):
     """The server's quota for this key is spent (429 without Retry-After): not retried."""
 
 
+class _Smaller(Exception):
+    """A request was too large (413): max_batch was halved, send it again."""
+
+
 @dataclass
 class Usage:
     """What one client identity sent and what the server says about it."""
@@ -72,14 +76,15 @@ class OIPClient:
     def __init__(self, url: str, model: str, key: str | None, *, identity: str = "attacker",
                  key_env: str | None = None, timeout: float = 30.0, max_batch: int = DEFAULT_MAX_BATCH,
                  retries: int = 5, backoff: float = 0.5, max_wait: float = 60.0, max_queries: int | None = None,
-                 nb_classes: int | None = None, input_datatype: str = "FP32", output_name: str | None = None,
+                 nb_classes: int | None = None, input_name: str = "input", input_datatype: str = "FP32",
+                 output_name: str | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         import httpx
 
         self.url, self.model, self.identity = url.rstrip("/"), model, identity
         self.max_batch, self.retries, self.backoff, self.max_wait = max_batch, retries, backoff, max_wait
         self.max_queries, self.nb_classes = max_queries, nb_classes
-        self.input_datatype, self.output_name = input_datatype, output_name
+        self.input_name, self.input_datatype, self.output_name = input_name, input_datatype, output_name
         self.sleep = sleep
         self.usage = Usage(identity, key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -107,14 +112,21 @@ class OIPClient:
             raise BudgetExceededError(
                 f"the {self.identity} client of {self.url} would send {len(x)} more samples with "
                 f"{self.usage.queries} of its max_queries {self.max_queries} sent; nothing was sent")
-        out = [self._infer(x[i:i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
+        out, start = [], 0
+        while start < len(x):
+            stop = start + self.max_batch
+            try:
+                out.append(self._infer(x[start:stop]))
+            except _Smaller:  # a 413 halved max_batch: the same samples again, in smaller requests
+                continue
+            start = stop
         return np.concatenate(out)
 
     def _body(self, x: np.ndarray, parameters: dict | None = None) -> dict:
         dtype = np.float64 if self.input_datatype == "FP64" else np.float32
         flat = np.ascontiguousarray(x, dtype=dtype).reshape(-1)
         body: dict[str, Any] = {"id": uuid.uuid4().hex,
-                                "inputs": [{"name": "input", "shape": list(x.shape), "datatype": self.input_datatype,
+                                "inputs": [{"name": self.input_name, "shape": list(x.shape), "datatype": self.input_datatype,
                                             "data": flat.tolist()}]}
         if self.output_name:
             body["outputs"] = [{"name": self.output_name}]
@@ -161,6 +173,9 @@ class OIPClient:
                             f"{self._where()}: the server's quota for this key is exhausted (429 without Retry-After: "
                             f"{_error_text(r)}); {self.usage.queries} samples were answered to this client. Ask the "
                             f"endpoint's owner for more quota, or lower the budgets.")
+                elif r.status_code == 413 and len(x) > 1:  # too large for this server or key: halve, and keep it so
+                    self.max_batch = min(self.max_batch, len(x) // 2)
+                    raise _Smaller
                 elif r.status_code < 500:
                     raise RemoteVictimError(f"{self._where()}: {problem}" + _hint(r.status_code, self.usage.key_env))
             if failures >= self.retries:
@@ -184,6 +199,8 @@ class OIPClient:
             raise RemoteVictimError(f"{self._where()}: output '{out.get('name')}' does not match its shape ({exc})") from None
         if data.ndim == 1 or (data.ndim == 2 and data.shape[1] == 1 and self.nb_classes not in (None, 1)):
             labels = data.reshape(-1).astype(np.int64)  # a server answering class labels: one-hot, the label mode
+            if len(labels) and (labels.min() < 0 or (self.nb_classes is not None and labels.max() >= self.nb_classes)):
+                raise RemoteVictimError(f"{self._where()}: label answers outside 0..{(self.nb_classes or 0) - 1}")
             data = np.zeros((len(labels), self.nb_classes or int(labels.max()) + 1))
             data[np.arange(len(labels)), labels] = 1.0
         if data.shape[0] != n or (self.nb_classes is not None and data.shape[1] != self.nb_classes):
@@ -280,8 +297,9 @@ class Endpoint:
     """What the endpoint's metadata says of its model."""
 
     input_shape: list[int]
+    input_name: str
     input_datatype: str
-    nb_classes: int
+    nb_classes: int | None
     output_mode: str
     top_k: int
     input_range: list[float] | None
@@ -291,7 +309,12 @@ class Endpoint:
 
 
 def read_metadata(meta: Any, where: str, path: str) -> Endpoint:
-    """Parse an OIP model metadata answer (stealcheck's serve, or any OIP server)."""
+    """Parse an OIP model metadata answer: stealcheck's serve, or any OIP server.
+
+    Other servers (MLServer, Triton, KServe) name their tensors as they like and may declare no
+    ``parameters`` (then the scenario gives what they leave out: classes, input range) and even no
+    outputs. An integer output of shape [-1] or [-1, 1] is a label server (output mode label).
+    """
     def bad(why: str) -> ScenarioError:
         return ScenarioError(f"the model metadata at {where} is not usable: {why}.", path=path)
 
@@ -307,17 +330,22 @@ def read_metadata(meta: Any, where: str, path: str) -> Endpoint:
     datatype = str(inputs[0].get("datatype", "FP32")).upper()
     if datatype not in ("FP32", "FP64"):
         raise bad(f"input datatype {datatype} (stealcheck sends FP32 or FP64)")
-    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, dict) for o in outputs):
-        raise bad("no outputs")
-    chosen = next((o for o in outputs if o.get("name") == "probabilities"), outputs[0])
+    if outputs is None:
+        outputs = []
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise bad("outputs is not a list of tensors")
+    chosen = next((o for o in outputs if o.get("name") == "probabilities"), outputs[0] if outputs else {})
     params = meta.get("parameters") if isinstance(meta.get("parameters"), dict) else {}
     out_shape = chosen.get("shape")
+    labels = str(chosen.get("datatype", "")).upper().startswith(("INT", "UINT")) and \
+        isinstance(out_shape, list) and (len(out_shape) == 1 or out_shape[1:] == [1])
     nb = params.get("nb_classes")
-    if not isinstance(nb, int) and isinstance(out_shape, list) and len(out_shape) == 2 and isinstance(out_shape[1], int):
+    if not isinstance(nb, int) and not labels and isinstance(out_shape, list) and len(out_shape) == 2 and \
+            isinstance(out_shape[1], int) and out_shape[1] >= 2:
         nb = out_shape[1]
-    if not isinstance(nb, int) or nb < 2:
-        raise bad("it names no number of classes (parameters.nb_classes, or an output of shape [-1, k])")
-    mode = params.get("output_mode", "probabilities")
+    if not isinstance(nb, int) or isinstance(nb, bool) or nb < 2:
+        nb = None  # the scenario must give nb_classes
+    mode = params.get("output_mode", "label" if labels else "probabilities")
     if mode not in (*MODE_ORDER, "leaf"):
         raise bad(f"unknown output_mode {mode!r}")
     top_k = params.get("top_k", 1)
@@ -328,9 +356,10 @@ def read_metadata(meta: Any, where: str, path: str) -> Endpoint:
             raise bad(f"input_range {rng!r} is not [low, high]")
         rng = [float(rng[0]), float(rng[1])]
     max_batch = params.get("max_batch")
-    return Endpoint(list(shape[1:]), datatype, nb, "probabilities" if mode == "leaf" else mode,
-                    top_k if isinstance(top_k, int) and top_k >= 1 else 1, rng,
-                    max_batch if isinstance(max_batch, int) and max_batch > 0 else None, str(chosen.get("name")), meta)
+    return Endpoint(list(shape[1:]), str(inputs[0].get("name") or "input"), datatype, nb,
+                    "probabilities" if mode == "leaf" else mode, top_k if isinstance(top_k, int) and top_k >= 1 else 1,
+                    rng, max_batch if isinstance(max_batch, int) and max_batch > 0 else None,
+                    str(chosen.get("name") or "probabilities"), meta)
 
 
 def probe_key(http, url: str, model: str, key: str | None, env: str | None, path: str, what: str) -> None:
@@ -412,10 +441,13 @@ def complete_section(section: dict, path: str = "victim") -> dict:
         raise ScenarioError(f"the endpoint {where} declares no input range: give victim.input.range (the values "
                             "its model accepts).", path=f"{path}.input")
     out["input"] = filled_input
-    if p.nb_classes is not None and p.nb_classes != ep.nb_classes:
+    if p.nb_classes is not None and ep.nb_classes is not None and p.nb_classes != ep.nb_classes:
         raise ScenarioError(f"victim.nb_classes {p.nb_classes} disagrees with the endpoint's {ep.nb_classes} classes.",
                             path=f"{path}.nb_classes")
-    out["nb_classes"] = ep.nb_classes
+    if p.nb_classes is None and ep.nb_classes is None:
+        raise ScenarioError(f"the endpoint {where} declares no number of classes (parameters.nb_classes, or an output "
+                            "of shape [-1, k]): give victim.nb_classes.", path=f"{path}.nb_classes")
+    out["nb_classes"] = ep.nb_classes or p.nb_classes
     mode = section.get("output", ep.output_mode)
     top_k = section.get("top_k", ep.top_k if mode == "top_k" else 1)
     if mode == "leaf":
@@ -438,6 +470,7 @@ def complete_section(section: dict, path: str = "victim") -> dict:
         out["max_batch"] = server_batch or DEFAULT_MAX_BATCH
     elif server_batch is not None and p.max_batch > server_batch:
         out["max_batch"] = server_batch  # the server would refuse larger requests (413)
+    out["input_name"] = ep.input_name
     out["input_datatype"] = ep.input_datatype
     out["output_name"] = ep.output_name
     return out
@@ -463,7 +496,8 @@ class RemoteVictim:
                                 path="victim")
         url = endpoint_url(p, "victim")
         common = dict(timeout=p.timeout, max_batch=p.max_batch, retries=p.retries, backoff=p.backoff,
-                      max_wait=p.max_wait, nb_classes=p.nb_classes, input_datatype=p.input_datatype,
+                      max_wait=p.max_wait, nb_classes=p.nb_classes, input_name=p.input_name,
+                      input_datatype=p.input_datatype,
                       output_name=p.output_name)
         attacker = OIPClient(url, p.model, api_key(p.api_key_env, "victim.api_key_env", "attacker's"),
                              identity="attacker", key_env=p.api_key_env, max_queries=p.max_queries, **common)

@@ -122,6 +122,8 @@ class RemoteVictimParams(BaseModel):
                                     "endpoint's metadata (the server normalises: mean/std are not used)")
     thief_architecture: str | None = Field(None, description="default thief when thief.architecture is null: "
                                            "null = conv3 for image inputs (C, H, W), an MLP (hidden [64]) otherwise")
+    input_name: str = Field("input", description="name of the input tensor sent (filled in from the endpoint's "
+                            "metadata)")
     input_datatype: Literal["FP32", "FP64"] = Field("FP32", description="datatype of the input tensor sent "
                                                     "(filled in from the endpoint's metadata)")
     output_name: str | None = Field(None, description="the output read from answers; null = 'probabilities' "

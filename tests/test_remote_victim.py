@@ -73,9 +73,13 @@ class Double:
     """
 
     def __init__(self, mode: str = "probabilities", max_batch: int = 64, input_range=(0.0, 16.0),
-                 keys=(ATTACK_KEY, EVAL_KEY)):
+                 keys=(ATTACK_KEY, EVAL_KEY), flavour: str = "stealcheck"):
         self.w = np.random.default_rng(0).normal(size=(NB_FEATURES, NB_CLASSES)) * 0.3
         self.mode, self.max_batch, self.input_range, self.keys = mode, max_batch, input_range, set(keys)
+        #: "stealcheck": our metadata; "triton": tensors named INPUT0 / OUTPUT0, no parameters;
+        #: "labels": like a scikit-learn predict() server: one INT64 output of class labels, no parameters
+        self.flavour = flavour
+        self.input_name = "input" if flavour == "stealcheck" else "INPUT0"
         self.script: list[tuple[int, dict, dict]] = []
         self.pow_bits = 0
         self.challenges: set[str] = set()
@@ -101,6 +105,11 @@ class Double:
         def metadata(name: str):
             if name != "digits":
                 return JSONResponse({"error": f"unknown model {name}"}, status_code=404)
+            if double.flavour != "stealcheck":
+                out = ({"name": "OUTPUT0", "datatype": "FP32", "shape": [-1, NB_CLASSES]} if double.flavour == "triton"
+                       else {"name": "predict", "datatype": "INT64", "shape": [-1]})
+                return {"name": name, "versions": ["1"], "platform": double.flavour,
+                        "inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [-1, 1, 8, 8]}], "outputs": [out]}
             return {"name": name, "versions": ["1"], "platform": "double",
                     "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}],
                     "outputs": [{"name": "probabilities", "datatype": "FP64", "shape": [-1, NB_CLASSES]}],
@@ -123,6 +132,10 @@ class Double:
             params = body.get("parameters") or {}
             shape = inputs[0]["shape"]
             double.requests.append({"key": key, "n": shape[0], "parameters": params})
+            if inputs[0].get("name") != double.input_name:
+                return JSONResponse({"error": f"unexpected input name {inputs[0].get('name')!r}"}, status_code=400)
+            if shape[0] > double.max_batch:
+                return JSONResponse({"error": f"batch of {shape[0]} above {double.max_batch}"}, status_code=413)
             if double.script:
                 status, headers, answer = double.script.pop(0)
                 return JSONResponse(answer, status_code=status, headers=headers)
@@ -147,6 +160,12 @@ class Double:
             x = np.asarray(inputs[0]["data"], dtype=np.float32).reshape(shape)
             p = double.probs(x)
             double.used[key] = double.used.get(key, 0) + len(x)
+            if double.flavour == "labels":
+                return {"model_name": name, "outputs": [{"name": "predict", "shape": [len(p)], "datatype": "INT64",
+                                                         "data": p.argmax(1).tolist()}]}
+            if double.flavour == "triton":
+                return {"model_name": name, "outputs": [{"name": "OUTPUT0", "shape": list(p.shape), "datatype": "FP32",
+                                                         "data": p.astype(np.float32).reshape(-1).tolist()}]}
             return {"model_name": name, "model_version": "1", "id": body.get("id", "x"),
                     "parameters": {"queries_used": double.used[key], "quota_remaining": None},
                     "outputs": [{"name": "probabilities", "shape": list(p.shape), "datatype": "FP64",
@@ -296,6 +315,38 @@ def test_output_mode_coarser_is_fine_finer_is_an_error(keys):
         with pytest.raises(ScenarioError, match="asks for more than the endpoint gives: it serves label") as exc:
             complete_section(section(url, output="probabilities"))
         assert exc.value.path == "victim.output"
+
+
+def test_too_large_batches_are_halved(double):
+    double.max_batch = 3
+    c, waits = client(double, max_batch=8)
+    x = inputs(8)
+    np.testing.assert_array_equal(c.predict(x), double.probs(x))
+    assert [r["n"] for r in double.requests] == [8, 4, 2, 2, 2, 2]  # 413, 413, then halves of the halves
+    assert c.max_batch == 2 and waits == []
+
+
+@pytest.mark.parametrize("flavour", ["triton", "labels"])
+def test_other_oip_servers(keys, flavour):
+    """A server that names its tensors otherwise and declares no parameters (Triton-like), or answers labels."""
+    d = Double(flavour=flavour)
+    with loopback(d.app()) as url:
+        with pytest.raises(ScenarioError, match="declares no input range: give victim.input.range"):
+            complete_section(section(url))
+        given = {"input": {"range": [0.0, 16.0]}} if flavour == "triton" else \
+            {"input": {"range": [0.0, 16.0]}, "nb_classes": NB_CLASSES}
+        out = complete_section(section(url, **given))
+        assert (out["input_name"], out["nb_classes"]) == ("INPUT0", NB_CLASSES)
+        assert (out["output_name"], out["output"]) == (("OUTPUT0", "probabilities") if flavour == "triton"
+                                                        else ("predict", "label"))
+        c = OIPClient(url, "digits", ATTACK_KEY, nb_classes=NB_CLASSES, input_name="INPUT0",
+                      output_name=out["output_name"])
+        x = inputs(5)
+        got = c.predict(x)
+    if flavour == "triton":
+        np.testing.assert_array_equal(got, d.probs(x).astype(np.float32))
+    else:
+        np.testing.assert_array_equal(got, np.eye(NB_CLASSES)[d.probs(x).argmax(1)])
 
 
 # ---------------------------------------------------------------- validate
