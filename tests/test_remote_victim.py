@@ -469,3 +469,45 @@ def test_quota_exhausted_during_a_run_fails_the_cell_clearly(double, keys, write
     assert "QuotaExhaustedError" in error and "quota for this key is exhausted" in error
     assert double.used[ATTACK_KEY] <= 50  # never answered past the quota
     assert [r for r in double.requests if r["key"] == ATTACK_KEY][-1]["n"] > 0
+
+
+def test_two_doors_and_the_budget(double, keys):
+    """The attacker's door (the oracle's) and the evaluation's use their own keys; the oracle refuses a batch
+    past the budget before anything is sent."""
+    from stealcheck.adapters.specs import RemoteVictimParams
+    from stealcheck.oracle import Oracle
+    from stealcheck.registry import victims
+
+    p = RemoteVictimParams.model_validate({k: v for k, v in complete_section(section(double.url)).items()
+                                           if k not in ("kind", "output", "top_k")})
+    v = victims.get("remote").obj.build(p, None)
+    assert (v.input_shape, v.nb_classes, v.clip_values) == ((1, 8, 8), NB_CLASSES, (0.0, 16.0))
+    assert v.info["endpoint"]["parameters"]["defence"] == "none"
+    oracle = Oracle(v.attacker_predict, v.input_shape, v.nb_classes, v.clip_values, budget=10)
+    x = inputs(8)
+    np.testing.assert_array_equal(oracle.predict(x), double.probs(x))
+    with pytest.raises(BudgetExceededError):
+        oracle.predict(inputs(4, seed=2))
+    np.testing.assert_array_equal(v.predict_proba(inputs(5, seed=3)), double.probs(inputs(5, seed=3)))
+    assert double.used == {ATTACK_KEY: 8, EVAL_KEY: 5}
+    usage = v.usage()
+    assert (usage["attacker"]["queries"], usage["evaluation"]["queries"]) == (8, 5)
+    assert (usage["attacker"]["key_env"], usage["evaluation"]["key_env"]) == ("STEALCHECK_API_KEY", "STEALCHECK_EVAL_KEY")
+
+
+def test_workers_rebuild_the_completed_scenario(double, keys, write_yaml, capsys, cache_dir):
+    """What a Dask worker gets (RunContext.scenario) is the completed section: it builds the same victim
+    without contacting the metadata again; plan shows the remote cells as always run."""
+    from stealcheck.cells import RunContext, World
+    from stealcheck.cli import load_and_check
+
+    scenario = load_and_check(str(write_yaml(remote_scenario(double.url))))
+    assert scenario.as_written["victim"]["input"] == {"shape": [1, 8, 8], "range": [0.0, 16.0]}
+    assert scenario.written_by_user["victim"] == {"kind": "remote", "url": double.url, "model": "digits"}
+    ctx = RunContext(scenario.as_written, scenario.source_path, str(cache_dir), "test")
+    w = World(ctx)  # as in a worker: rebuilt from ctx alone
+    assert (w.victim.input_shape, w.victim.nb_classes) == ((1, 8, 8), NB_CLASSES)
+    assert w.scenario.victim.params == scenario.victim.params
+    assert main(["plan", str(write_yaml(remote_scenario(double.url)))]) == 0
+    out = capsys.readouterr().out
+    assert "cached" not in out.replace("0 cached", "")
