@@ -828,14 +828,15 @@ def benign_role(scenario: Scenario) -> str:
     return "benign" if "benign" in scenario.data else "test"
 
 
-def _check_score_detector(scenario: Scenario, det: Any, who: str, path: str) -> None:
-    """``det`` names a declared detector that scores single queries (not a per-client one)."""
+def _check_score_detector(scenario: Scenario, det: Any, who: str, path: str, per_client_ok: bool = False) -> None:
+    """``det`` names a declared detector that scores single queries (or, with ``per_client_ok``, flags clients:
+    an active defence then acts on a client's queries from its flag on, see stealcheck.defences.active)."""
     detector_ids = {d.id: d for d in scenario.detectors}
     if det not in detector_ids:
         known = ", ".join(detector_ids) or "none declared"
         raise ScenarioError(f"{who} detector '{det}', which the scenario's detectors list does not declare."
                             f"{did_you_mean(str(det), list(detector_ids))} Known: {known}.", path=path)
-    if registry.detectors.get(detector_ids[det].plugin).caps.per_client:
+    if registry.detectors.get(detector_ids[det].plugin).caps.per_client and not per_client_ok:
         raise ScenarioError(f"{who} detector '{det}', which flags clients (per-client history) instead of scoring "
                             "single queries: a per-query score is needed.", path=path)
 
@@ -873,4 +874,4 @@ def _check_detection(scenario: Scenario) -> None:
         if not info.caps.needs_detector:
             continue
         _check_score_detector(scenario, getattr(ref.params, "detector", None),
-                              f"defence '{ref.id}' is driven by", f"defences.{i}.detector")
+                              f"defence '{ref.id}' is driven by", f"defences.{i}.detector", per_client_ok=True)

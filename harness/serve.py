@@ -399,10 +399,13 @@ class Service:
             client.used -= n
             client.refused_requests += 1
 
-    def infer(self, client: Client, request: oip.InferenceRequest) -> dict[str, Any]:
-        """Validate, charge, answer and log one inference request (call it off the event loop)."""
+    def infer(self, client: Client, request: oip.InferenceRequest, binary: bytes = b"") -> tuple[dict[str, Any], bytes]:
+        """Validate, charge, answer and log one inference request (call it off the event loop).
+
+        Returns the response's JSON and its binary part (outputs asked for as binary data, else empty).
+        """
         x = oip.decode_input(request.inputs[0], self.input_shape, self.value_range,
-                             max_batch=self.limits.max_batch, clip=self.limits.clip_inputs)
+                             max_batch=self.limits.max_batch, clip=self.limits.clip_inputs, binary=binary)
         outputs = oip.check_outputs(request, self.outputs)
         n = len(x)
         self._reserve(client, n)
@@ -429,12 +432,16 @@ class Service:
             self._log(client, request, n, n, answered, ans.scores, pow_bits=ans.pow_bits, status=200,
                       seconds=time.perf_counter() - t0)
             used, left = client.used, client.remaining()
-        tensors = {oip.OUTPUT_NAME: oip.output_tensor(oip.OUTPUT_NAME, ans.probs, oip.OUTPUT_DATATYPE)}
+        values = {oip.OUTPUT_NAME: (ans.probs, oip.OUTPUT_DATATYPE)}
         if ans.leaf is not None:
-            tensors[oip.LEAF_NAME] = oip.output_tensor(oip.LEAF_NAME, np.asarray(ans.leaf, dtype=np.int64), "INT64")
+            values[oip.LEAF_NAME] = (np.asarray(ans.leaf, dtype=np.int64), "INT64")
+        tensors, raw = [], []
+        for name in outputs:
+            tensor, data = oip.output_tensor(name, *values[name], binary=oip.wants_binary(request, name))
+            tensors.append(tensor)
+            raw.append(data)
         return {"model_name": self.name, "model_version": "1", "id": request.id or str(uuid.uuid4()),
-                "parameters": {"queries_used": used, "quota_remaining": left},
-                "outputs": [tensors[name] for name in outputs]}
+                "parameters": {"queries_used": used, "quota_remaining": left}, "outputs": tensors}, b"".join(raw)
 
     def _log(self, client: Client, request: oip.InferenceRequest, samples: int, charged: int, answered: int,
              scores: np.ndarray | None, *, pow_bits: int, status: int, seconds: float) -> None:
@@ -533,7 +540,7 @@ def create_app(service: Service):
 
     @app.get("/v2")
     async def server_metadata():
-        return {"name": "stealcheck", "version": _version(), "extensions": []}
+        return {"name": "stealcheck", "version": _version(), "extensions": ["binary_tensor_data"]}
 
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
@@ -562,14 +569,17 @@ def create_app(service: Service):
             service.check_model(name)
             client = service.keys.authenticate(request.headers.get("authorization"))
             body = await _read_body(request, service.limits.max_body)
-            req = oip.parse_request(oip.parse_json(body))
-            result = await run_in_threadpool(service.infer, client, req)
+            text, binary = oip.split_binary(body, request.headers.get(oip.BINARY_HEADER))
+            req = oip.parse_request(oip.parse_json(text))
+            result, raw = await run_in_threadpool(service.infer, client, req, binary)
         except ProtocolError as exc:
             return error(exc)
-        samples_total.labels(client.name).inc(len(result["outputs"][0]["data"]) // max(1, service.nb_classes)
-                                              if result["outputs"] and result["outputs"][0]["name"] == oip.OUTPUT_NAME
-                                              else 0)
-        return Response(json.dumps(result, separators=(",", ":")), media_type="application/json")
+        samples_total.labels(client.name).inc(result["outputs"][0]["shape"][0] if result["outputs"] else 0)
+        head = json.dumps(result, separators=(",", ":")).encode()
+        if raw:
+            return Response(head + raw, media_type="application/octet-stream",
+                            headers={"Inference-Header-Content-Length": str(len(head))})
+        return Response(head, media_type="application/json")
 
     @app.get("/v2/stealcheck/stats")
     async def stats(request: Request):
@@ -630,7 +640,8 @@ def resolve_defence(scenario: Any, given: str) -> str:
     if same_plugin:
         raise ScenarioError(f"{len(same_plugin)} defences of this scenario use '{given}': {', '.join(same_plugin)}; "
                             "give the full id of one.")
-    raise ScenarioError(f"no defence {given!r} in this scenario.{did_you_mean(given, ids)} Its defences: "
+    names = ids + sorted({d.plugin for d in scenario.defences})
+    raise ScenarioError(f"no defence {given!r} in this scenario.{did_you_mean(given, names)} Its defences: "
                         f"{', '.join(ids)}.")
 
 
@@ -670,5 +681,28 @@ def serve(service: Service, host: str = "127.0.0.1", port: int = 8080) -> None:
     uvicorn.Server(config).run()
 
 
-__all__ = ["AuditLog", "Client", "DefendedModel", "KeyRing", "Limits", "Service", "build_service", "create_app",
+@contextlib.contextmanager
+def background(service: Service, host: str = "127.0.0.1", port: int = 0):
+    """Serve in a background thread (tests, benchmarks); yields the base URL. ``port=0`` picks a free port."""
+    import uvicorn
+
+    config = uvicorn.Config(create_app(service), host=host, port=port, log_level="warning", access_log=False,
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="stealcheck-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+__all__ = ["background", "AuditLog", "Client", "DefendedModel", "KeyRing", "Limits", "Service", "build_service", "create_app",
            "hash_key", "load_keys", "serve"]
