@@ -22,6 +22,7 @@ This module imports neither torch nor ART at import time: ``stealcheck validate`
 from __future__ import annotations
 
 import email.utils
+import json
 import math
 import os
 import time
@@ -40,6 +41,9 @@ PROBE_TIMEOUT = 5.0
 DEFAULT_MAX_BATCH = 256
 #: how an output mode coarsens: a scenario may ask for a mode at or after the server's one
 MODE_ORDER = ("probabilities", "top_k", "label")
+#: the binary tensor data extension (Triton's; stealcheck serve's): the JSON header's length, and the datatypes
+BINARY_HEADER = "Inference-Header-Content-Length"
+BINARY_DTYPES = {"FP64": "<f8", "FP32": "<f4", "INT64": "<i8", "INT32": "<i4", "UINT8": "u1", "BOOL": "?"}
 
 
 class RemoteVictimError(StealcheckError):
@@ -77,7 +81,7 @@ class OIPClient:
                  key_env: str | None = None, timeout: float = 30.0, max_batch: int = DEFAULT_MAX_BATCH,
                  retries: int = 5, backoff: float = 0.5, max_wait: float = 60.0, max_queries: int | None = None,
                  nb_classes: int | None = None, input_name: str = "input", input_datatype: str = "FP32",
-                 output_name: str | None = None,
+                 output_name: str | None = None, binary: bool = False,
                  sleep: Callable[[float], None] = time.sleep):
         import httpx
 
@@ -85,6 +89,7 @@ class OIPClient:
         self.max_batch, self.retries, self.backoff, self.max_wait = max_batch, retries, backoff, max_wait
         self.max_queries, self.nb_classes = max_queries, nb_classes
         self.input_name, self.input_datatype, self.output_name = input_name, input_datatype, output_name
+        self.binary = binary
         self.sleep = sleep
         self.usage = Usage(identity, key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -122,17 +127,25 @@ class OIPClient:
             start = stop
         return np.concatenate(out)
 
-    def _body(self, x: np.ndarray, parameters: dict | None = None) -> dict:
-        dtype = np.float64 if self.input_datatype == "FP64" else np.float32
-        flat = np.ascontiguousarray(x, dtype=dtype).reshape(-1)
-        body: dict[str, Any] = {"id": uuid.uuid4().hex,
-                                "inputs": [{"name": self.input_name, "shape": list(x.shape), "datatype": self.input_datatype,
-                                            "data": flat.tolist()}]}
-        if self.output_name:
-            body["outputs"] = [{"name": self.output_name}]
+    def _request(self, x: np.ndarray, parameters: dict | None = None) -> tuple[bytes, dict[str, str]]:
+        """(body, headers) of an inference request: JSON, or with ``binary`` the binary tensor data extension
+        (a JSON header, then the input's little-endian bytes; the output asked for as bytes)."""
+        flat = np.ascontiguousarray(x, dtype="<f8" if self.input_datatype == "FP64" else "<f4").reshape(-1)
+        tensor: dict[str, Any] = {"name": self.input_name, "shape": list(x.shape), "datatype": self.input_datatype}
+        body: dict[str, Any] = {"id": uuid.uuid4().hex, "inputs": [tensor]}
+        output: dict[str, Any] = {"name": self.output_name or "probabilities"}
         if parameters:
-            body["parameters"] = parameters
-        return body
+            body["parameters"] = dict(parameters)
+        if not self.binary:
+            tensor["data"] = flat.tolist()
+            if self.output_name:
+                body["outputs"] = [output]
+            return json.dumps(body, separators=(",", ":")).encode(), {"Content-Type": "application/json"}
+        raw = flat.tobytes()
+        tensor["parameters"] = {"binary_data_size": len(raw)}
+        body["outputs"] = [{**output, "parameters": {"binary_data": True}}]
+        head = json.dumps(body, separators=(",", ":")).encode()
+        return head + raw, {"Content-Type": "application/octet-stream", BINARY_HEADER: str(len(head))}
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         from stealcheck.defences.active import solve
@@ -144,7 +157,8 @@ class OIPClient:
             self.usage.requests += 1
             wait = None
             try:
-                r = self._http.post(path, json=self._body(x, params))
+                content, headers = self._request(x, params)
+                r = self._http.post(path, content=content, headers=headers)
             except self._httpx.TransportError as exc:  # connection refused or reset, timeout
                 problem = f"{type(exc).__name__}: {exc}"
             else:
@@ -187,16 +201,37 @@ class OIPClient:
             params = None  # a retried request gets its own challenge if it needs one
 
     def _answer(self, r, n: int) -> np.ndarray:
-        body = _json(r)
-        outputs = body.get("outputs")
-        if not isinstance(outputs, list) or not outputs:
-            raise RemoteVictimError(f"{self._where()}: an answer without outputs")
-        wanted = [o for o in outputs if isinstance(o, dict) and o.get("name") == (self.output_name or "probabilities")]
-        out = wanted[0] if wanted else outputs[0]
+        content, raw = r.content, b""
+        head = r.headers.get(BINARY_HEADER)
+        if head is not None:  # the binary tensor data extension: a JSON header, then the tensors' bytes
+            if not head.isdigit() or int(head) > len(content):
+                raise RemoteVictimError(f"{self._where()}: invalid {BINARY_HEADER} {head!r}")
+            content, raw = content[:int(head)], content[int(head):]
         try:
-            data = np.asarray(out["data"], dtype=np.float64).reshape([int(d) for d in out["shape"]])
+            body = json.loads(content)
+        except ValueError:
+            body = None
+        outputs = body.get("outputs") if isinstance(body, dict) else None
+        if not isinstance(outputs, list) or not outputs or not all(isinstance(o, dict) for o in outputs):
+            raise RemoteVictimError(f"{self._where()}: an answer without outputs")
+        arrays, offset = [], 0
+        try:
+            for out in outputs:
+                size = (out.get("parameters") or {}).get("binary_data_size")
+                if size is not None:
+                    dtype = BINARY_DTYPES.get(out.get("datatype"))
+                    if dtype is None or not isinstance(size, int) or offset + size > len(raw):
+                        raise ValueError(f"binary output of datatype {out.get('datatype')} and {size} bytes")
+                    values = np.frombuffer(raw[offset:offset + size], dtype=dtype)
+                    offset += size
+                else:
+                    values = np.asarray(out["data"], dtype=np.float64)
+                arrays.append(values.astype(np.float64).reshape([int(d) for d in out["shape"]]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise RemoteVictimError(f"{self._where()}: output '{out.get('name')}' does not match its shape ({exc})") from None
+            raise RemoteVictimError(f"{self._where()}: output '{out.get('name')}' does not match its shape ({exc})") \
+                from None
+        wanted = [i for i, o in enumerate(outputs) if o.get("name") == (self.output_name or "probabilities")]
+        data = arrays[wanted[0] if wanted else 0]
         if data.ndim == 1 or (data.ndim == 2 and data.shape[1] == 1 and self.nb_classes not in (None, 1)):
             labels = data.reshape(-1).astype(np.int64)  # a server answering class labels: one-hot, the label mode
             if len(labels) and (labels.min() < 0 or (self.nb_classes is not None and labels.max() >= self.nb_classes)):
@@ -418,6 +453,14 @@ def complete_section(section: dict, path: str = "victim") -> dict:
         except ValueError:
             meta = None
         ep = read_metadata(meta, where, f"{path}.model")
+        binary = p.binary
+        if binary is None:  # the binary tensor data extension when the server lists it (GET /v2)
+            try:
+                server = http.get(f"{url}/v2")
+                extensions = server.json().get("extensions") if server.status_code == 200 else None
+            except (httpx.TransportError, ValueError, AttributeError):
+                extensions = None
+            binary = isinstance(extensions, list) and "binary_tensor_data" in extensions
         for name, key in keys.items():
             probe_key(http, url, p.model, key, getattr(p, name), f"{path}.{name}",
                       "attacker's" if name == "api_key_env" else "evaluation's")
@@ -470,6 +513,7 @@ def complete_section(section: dict, path: str = "victim") -> dict:
         out["max_batch"] = server_batch or DEFAULT_MAX_BATCH
     elif server_batch is not None and p.max_batch > server_batch:
         out["max_batch"] = server_batch  # the server would refuse larger requests (413)
+    out["binary"] = binary
     out["input_name"] = ep.input_name
     out["input_datatype"] = ep.input_datatype
     out["output_name"] = ep.output_name
@@ -498,7 +542,7 @@ class RemoteVictim:
         common = dict(timeout=p.timeout, max_batch=p.max_batch, retries=p.retries, backoff=p.backoff,
                       max_wait=p.max_wait, nb_classes=p.nb_classes, input_name=p.input_name,
                       input_datatype=p.input_datatype,
-                      output_name=p.output_name)
+                      output_name=p.output_name, binary=bool(p.binary))
         attacker = OIPClient(url, p.model, api_key(p.api_key_env, "victim.api_key_env", "attacker's"),
                              identity="attacker", key_env=p.api_key_env, max_queries=p.max_queries, **common)
         evaluation = OIPClient(url, p.model, api_key(p.evaluation_api_key_env, "victim.evaluation_api_key_env",

@@ -122,6 +122,9 @@ class RemoteVictimParams(BaseModel):
                                     "endpoint's metadata (the server normalises: mean/std are not used)")
     thief_architecture: str | None = Field(None, description="default thief when thief.architecture is null: "
                                            "null = conv3 for image inputs (C, H, W), an MLP (hidden [64]) otherwise")
+    binary: bool | None = Field(None, description="send inputs and read answers as raw little-endian bytes (the "
+                                "binary tensor data extension: no numbers printed and parsed as text); null = when "
+                                "the endpoint lists binary_tensor_data at GET /v2 (filled in at load)")
     input_name: str = Field("input", description="name of the input tensor sent (filled in from the endpoint's "
                             "metadata)")
     input_datatype: Literal["FP32", "FP64"] = Field("FP32", description="datatype of the input tensor sent "

@@ -14,7 +14,6 @@ import yaml
 
 from conftest import tiny_scenario
 from stealcheck.cli import load_and_check, main
-from test_remote_victim import loopback
 
 ATTACK_KEY, EVAL_KEY = "attacker-key-0123456789", "evaluation-key-0123456789"
 SMALL_KEY = "small-quota-key-0123456789"
@@ -41,7 +40,7 @@ def remote_scenario(url: str, **victim) -> dict:
 @pytest.fixture
 def served(tmp_path, write_yaml, monkeypatch):
     """Start `stealcheck serve`'s app for the in-process scenario behind a defence; yield (url, service)."""
-    from stealcheck.serve import Limits, build_service, create_app, load_keys
+    from stealcheck.serve import Limits, background, build_service, load_keys
 
     monkeypatch.setenv("STEALCHECK_API_KEY", ATTACK_KEY)
     monkeypatch.setenv("STEALCHECK_EVAL_KEY", EVAL_KEY)
@@ -56,7 +55,7 @@ def served(tmp_path, write_yaml, monkeypatch):
         scenario = load_and_check(str(write_yaml({**in_process_scenario(), **changes}, "wire.yaml")))
         service = build_service(scenario, defence, keys=load_keys(keys, 256), audit_log=tmp_path / "audit.jsonl",
                                 limits=Limits())
-        return loopback(create_app(service)), service
+        return background(service), service
 
     return start
 
@@ -102,6 +101,7 @@ def test_a_run_through_serve_gives_the_in_process_values(served, write_yaml, tmp
     assert usage["attacker"]["server_queries_used"] == 240
     assert usage["evaluation"]["queries"] == stats["evaluation"]["queries"] > 0
     assert summary["victim_filled_in"]["nb_classes"] == 10
+    assert summary["victim_filled_in"]["binary"] is True  # serve lists the binary tensor data extension
 
 
 def test_proof_of_work_quota_and_keys_with_serve(served, monkeypatch):
@@ -117,9 +117,9 @@ def test_proof_of_work_quota_and_keys_with_serve(served, monkeypatch):
                                                         "max_bits": 6}}])
     x = np.random.default_rng(0).uniform(0, 1, size=(24, 1, 8, 8)).astype(np.float32)  # noise, not digits
     with server as url:
-        attacker = OIPClient(url, "wire", ATTACK_KEY, nb_classes=10, max_batch=8)
+        attacker = OIPClient(url, "wire", ATTACK_KEY, nb_classes=10, max_batch=8, binary=True)
         answers = attacker.predict(x)
-        small = OIPClient(url, "wire", SMALL_KEY, nb_classes=10, max_batch=8, retries=3)
+        small = OIPClient(url, "wire", SMALL_KEY, nb_classes=10, max_batch=8, retries=3)  # JSON
         with pytest.raises(QuotaExhaustedError, match="quota exceeded.*2 remaining"):
             small.predict(x)
         assert small.usage.queries == 8 and small.usage.retries == 0 and small.usage.quota_remaining == 2
@@ -131,6 +131,7 @@ def test_proof_of_work_quota_and_keys_with_serve(served, monkeypatch):
     assert attacker.usage.pow_solved >= 1 and attacker.usage.queries == 24
     assert attacker.usage.requests == 3 + attacker.usage.pow_solved  # each challenge costs one more request
     assert answers.shape == (24, 10) and np.allclose(answers.sum(1), 1.0)
+    np.testing.assert_array_equal(answers, service.model.oracle.predict(x))  # the bytes are the float64 answers
     stats = service.stats()["clients"]["attacker"]
     assert stats["queries"] == 24 and stats["answered"] == 24  # a 428 charges nothing; the solved batch counts once
     assert service.stats()["clients"]["evaluation"]["queries"] == 0  # the key checks were free
