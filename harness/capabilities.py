@@ -79,14 +79,19 @@ class DefenceCapabilities(Capabilities):
 class DetectorCapabilities(Capabilities):
     """What a detector needs and how it answers (the Detector class attributes of the same names)."""
 
+    FUNCTIONS = ("needs_logits",)
+
     per_client: bool = False
     needs_network: bool = False
     needs_outliers: bool = False
     replaces_victim: bool = False
+    #: params -> whether it reads the victim's logits (a PyTorch victim's internals), e.g. energy at temperature 1
+    needs_logits: Callable[[Any], bool] = _constant(False)
 
     @classmethod
     def _from_implementation(cls, obj: Any) -> dict[str, Any]:
-        return {f.name: bool(getattr(obj, f.name)) for f in fields(cls) if obj is not None and hasattr(obj, f.name)}
+        return {f.name: bool(getattr(obj, f.name)) for f in fields(cls)
+                if obj is not None and hasattr(obj, f.name) and f.name not in cls.FUNCTIONS}
 
 
 @dataclass(frozen=True)

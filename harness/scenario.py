@@ -865,6 +865,11 @@ def _check_detection(scenario: Scenario) -> None:
                                 f"which a remote victim (kind: {scenario.victim.kind}) does not reveal. Use a detector "
                                 "that needs only the victim's answers (e.g. fusion, msp, prada), or run it against "
                                 "the model in process (kind: torch).", path=f"detectors.{i}")
+        if info.caps.needs_logits(ref.params) and scenario.victim.kind != "torch":
+            raise ScenarioError(f"detector '{ref.id}' reads the victim's logits, which only a PyTorch victim (kind: "
+                                f"torch) exposes; this victim is '{scenario.victim.kind}' (probabilities only). "
+                                "For the energy detector, set temperature != 1 for its probability-only variant, or "
+                                "use msp.", path=f"detectors.{i}")
         if info.caps.needs_network and scenario.victim.kind != "torch":
             raise ScenarioError(f"detector '{ref.id}' builds networks of the victim's architecture, which needs a "
                                 f"PyTorch victim (kind: torch); this victim is '{scenario.victim.kind}'.",

@@ -383,6 +383,7 @@ def test_validate_accepts_a_reachable_endpoint(double, keys, write_yaml, capsys)
                       r"\[1, 8, 8\]\. \(The victim's input shape and range come from the endpoint's metadata"),
     ("needs_network", r"detectors.0.*builds networks of the victim's architecture.*remote victim"),
     ("leaf", r"victim.output.*output: leaf cannot be used with a remote victim"),
+    ("needs_logits", r"detectors.0.*reads the victim's logits, which only a PyTorch victim.*this victim is 'remote'"),
     ("no_url", r"victim.url.*STEALCHECK_URL is empty"),
 ])
 def test_validate_says_what_is_wrong(double, keys, write_yaml, capsys, monkeypatch, case, match):
@@ -399,6 +400,9 @@ def test_validate_says_what_is_wrong(double, keys, write_yaml, capsys, monkeypat
         data["data"]["test"] = {"source": "sklearn", "name": "iris"}  # 4 features against the endpoint's 8x8 inputs
     elif case == "needs_network":
         data["detectors"] = ["same"]
+        data["data"]["benign"] = {"source": "digits", "split": "test"}
+    elif case == "needs_logits":
+        data["detectors"] = ["energy"]
         data["data"]["benign"] = {"source": "digits", "split": "test"}
     elif case == "leaf":
         data["victim"]["output"] = "leaf"
