@@ -182,7 +182,8 @@ class OIPClient:
                     wait = _retry_after(r)
                     if wait is None:
                         remaining = _json(r).get("quota_remaining")
-                        self.usage.quota_remaining = remaining if isinstance(remaining, int) else self.usage.quota_remaining
+                        if isinstance(remaining, int):
+                            self.usage.quota_remaining = remaining
                         raise QuotaExhaustedError(
                             f"{self._where()}: the server's quota for this key is exhausted (429 without Retry-After: "
                             f"{_error_text(r)}); {self.usage.queries} samples were answered to this client. Ask the "
@@ -470,7 +471,8 @@ def complete_section(section: dict, path: str = "victim") -> dict:
     given_input = section.get("input") if isinstance(section.get("input"), dict) else {}
     if p.input is not None and "shape" in given_input and list(p.input.shape) != ep.input_shape:
         raise ScenarioError(f"victim.input.shape {list(p.input.shape)} disagrees with the endpoint's input shape "
-                            f"{ep.input_shape} ({where}); remove it to take the endpoint's.", path=f"{path}.input.shape")
+                            f"{ep.input_shape} ({where}); remove it to take the endpoint's.",
+                            path=f"{path}.input.shape")
     filled_input = dict(given_input)
     filled_input["shape"] = ep.input_shape
     if "range" in given_input:

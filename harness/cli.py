@@ -165,8 +165,9 @@ def load_and_check(name: str):
         check_inputs(scenario)
     except ScenarioError as exc:
         if "input" in scenario.filled_in and (exc.path or "").startswith("victim.input"):
-            exc = ScenarioError(exc.message.split("; set input:")[0].rstrip(".") + ". (The victim's input shape and range come from the "
-                                "endpoint's metadata here: the data must fit the endpoint's model.)", path=exc.path)
+            said = exc.message.split("; set input:")[0].rstrip(".")  # the endpoint's shape is not the file's to set
+            exc = ScenarioError(said + ". (The victim's input shape and range come from the endpoint's metadata "
+                                "here: the data must fit the endpoint's model.)", path=exc.path)
         raise scenario.locate(exc) from None
     return scenario
 

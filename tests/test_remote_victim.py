@@ -496,7 +496,8 @@ def test_two_doors_and_the_budget(double, keys):
     assert double.used == {ATTACK_KEY: 8, EVAL_KEY: 5}
     usage = v.usage()
     assert (usage["attacker"]["queries"], usage["evaluation"]["queries"]) == (8, 5)
-    assert (usage["attacker"]["key_env"], usage["evaluation"]["key_env"]) == ("STEALCHECK_API_KEY", "STEALCHECK_EVAL_KEY")
+    assert usage["attacker"]["key_env"] == "STEALCHECK_API_KEY"
+    assert usage["evaluation"]["key_env"] == "STEALCHECK_EVAL_KEY"
 
 
 def test_workers_rebuild_the_completed_scenario(double, keys, write_yaml, capsys, cache_dir):
