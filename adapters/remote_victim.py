@@ -178,6 +178,11 @@ class OIPClient:
                     params = {"pow_challenge": challenge, "pow_nonce": nonce}
                     continue
                 problem = f"{r.status_code} {_error_text(r)}"
+                if r.status_code == 400 and params is not None and challenges <= self.retries:
+                    # the solved challenge was refused (expired while solving, or the server restarted): a new one
+                    self.usage.retries += 1
+                    params = None
+                    continue
                 if r.status_code == 429:
                     wait = _retry_after(r)
                     if wait is None:

@@ -271,6 +271,19 @@ def test_proof_of_work_round_trip(double):
     assert c.usage.pow_solved == 1 and c.usage.queries == 8 and double.used[ATTACK_KEY] == 8
 
 
+def test_a_refused_solution_gets_a_new_challenge(double):
+    """The server forgot the challenge (it expired while the client solved it, or it restarted): the
+    client asks again without a solution, gets a new challenge and solves that one."""
+    double.pow_bits = 4
+    double.script = [(428, {}, {"error": "proof of work required", "pow": {"challenge": "00" * 16, "bits": 4}}),
+                     (400, {}, {"error": "the proof-of-work challenge expired"})]
+    c, _ = client(double, max_batch=8)
+    x = inputs(3)
+    np.testing.assert_array_equal(c.predict(x), double.probs(x))
+    assert [("pow_challenge" in r["parameters"]) for r in double.requests] == [False, True, False, True]
+    assert c.usage.pow_solved == 2 and c.usage.retries == 1
+
+
 def test_client_side_hard_cap(double):
     c, _ = client(double, max_queries=5)
     c.predict(inputs(4))
@@ -516,3 +529,28 @@ def test_workers_rebuild_the_completed_scenario(double, keys, write_yaml, capsys
     assert main(["plan", str(write_yaml(remote_scenario(double.url)))]) == 0
     out = capsys.readouterr().out
     assert "cached" not in out.replace("0 cached", "")
+
+
+@pytest.mark.slow  # starts a 2-worker Dask LocalCluster (~10 s); CI runs it with the slow set
+def test_dask_workers_query_the_endpoint_with_the_completed_section(double, keys, write_yaml, tmp_path):
+    """Workers rebuild the scenario from the completed section (the file gives no shape, classes or mode)
+    and query the endpoint with both keys; their values are the local executor's."""
+    import pandas as pd
+
+    data = remote_scenario(double.url)
+    data["attacks"] = [{"knockoff": {"strategy": "random"}}, "copycat"]
+    data["thief"] = {"architecture": "mlp", "min_steps": 10, "max_steps": 20}
+    path = write_yaml(data)
+    assert main(["run", str(path), "--out", str(tmp_path / "local"), "--quiet"]) == 0
+    used_locally = dict(double.used)
+    assert main(["run", str(path), "--out", str(tmp_path / "dask"), "--quiet", "--executor", "dask",
+                 "--workers", "2"]) == 0
+
+    def values(run):
+        rows = pd.read_csv(tmp_path / run / "results.csv")
+        rows = rows[~rows.metric.isin(["attack_seconds", "latency_mean_ms", "latency_p95_ms", "server_queries_used"])]
+        return rows.set_index(["kind", "defence", "attack", "budget", "seed", "metric"])["value"].sort_index()
+
+    pd.testing.assert_series_equal(values("dask"), values("local"), check_exact=True)
+    # the attackers' queries went to the endpoint under the attacker's key, twice as many as one run's
+    assert double.used[ATTACK_KEY] == 2 * used_locally[ATTACK_KEY] == 2 * 2 * 80
