@@ -157,12 +157,17 @@ def load_and_check(name: str):
     pre-flight checks of files, user code and data shapes (:mod:`.preflight`). What `validate` does,
     and what `run` does before it creates the run folder."""
     from .preflight import check_inputs
-    from .scenario import load_scenario
+    from .scenario import complete_scenario, load_scenario
 
-    scenario = load_scenario(resolve_scenario_path(name))
+    # complete: what a remote victim's section leaves out comes from its endpoint (which is contacted here)
+    scenario = complete_scenario(load_scenario(resolve_scenario_path(name)))
     try:
         check_inputs(scenario)
     except ScenarioError as exc:
+        if "input" in scenario.filled_in and (exc.path or "").startswith("victim.input"):
+            said = exc.message.split("; set input:")[0].rstrip(".")  # the endpoint's shape is not the file's to set
+            exc = ScenarioError(said + ". (The victim's input shape and range come from the endpoint's metadata "
+                                "here: the data must fit the endpoint's model.)", path=exc.path)
         raise scenario.locate(exc) from None
     return scenario
 
