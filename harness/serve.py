@@ -36,6 +36,7 @@ import math
 import os
 import re
 import secrets
+import sys
 import threading
 import time
 import uuid
@@ -360,6 +361,7 @@ class Service:
         self.model_lock = threading.Lock()  # the model and its detectors' per-client state
         self.outputs = (oip.OUTPUT_NAME, oip.LEAF_NAME) if output_mode == "leaf" else (oip.OUTPUT_NAME,)
         self.started = time.time()
+        self.announce_stop = False  # the CLI prints a line when the server stops
 
     def metadata(self) -> dict[str, Any]:
         return oip.metadata(self.name, self.input_shape, self.nb_classes, output_mode=self.output_mode,
@@ -492,6 +494,9 @@ def create_app(service: Service):
     async def lifespan(app):
         yield
         service.audit.close()  # after the requests in flight have finished
+        if service.announce_stop:
+            print(f"stealcheck serve: stopped after the requests in flight; audit log closed: {service.audit.path}",
+                  file=sys.stderr, flush=True)
 
     app = FastAPI(title=f"stealcheck serve: {service.name}", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=lifespan)
@@ -668,14 +673,18 @@ def build_service(scenario: Any, defence_id: str, *, keys: list[Client] | None, 
 
 
 def default_audit_log(scenario: Any, name: str, defence_id: str) -> Path:
-    """``<output.dir>/serve/<model>-<defence>.audit.jsonl`` (output.dir as run folders use it: from the current folder)."""
-    return Path(scenario.model.output.dir).expanduser() / "serve" / f"{name}-{defence_id}.audit.jsonl"
+    """``<output.dir>/serve/<model>-<defence>.audit.jsonl`` (output.dir as run folders use it: from the current
+    folder), with characters other than letters, digits, ``_.-`` replaced (a defence id holds ``:`` and ``,``)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{name}-{defence_id}")
+    return Path(scenario.model.output.dir).expanduser() / "serve" / f"{stem}.audit.jsonl"
 
 
 def serve(service: Service, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve until SIGINT / SIGTERM; requests in flight finish, then the audit log is flushed and closed."""
+    """Serve until SIGINT / SIGTERM; requests in flight finish, then the audit log is flushed and closed
+    (uvicorn then re-raises the signal: the process ends as interrupted, 130, or terminated, 143)."""
     import uvicorn
 
+    service.announce_stop = True
     config = uvicorn.Config(create_app(service), host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=30, lifespan="on")
     uvicorn.Server(config).run()
