@@ -68,6 +68,11 @@ def test_endpoints_follow_the_protocol(scenario, tmp_path):
     with background(service) as url, httpx.Client(base_url=url) as c:
         assert c.get("/v2/health/live").json() == {"live": True}
         assert c.get("/v2/health/ready").json() == {"ready": True}
+        # The model's metadata is for key holders; health checks are open (load balancers).
+        assert c.get("/v2/models/tiny").status_code == 401
+        assert c.get("/v2/models/tiny/ready", headers=_auth("not-a-key-0123456789")).status_code == 403
+        assert c.get("/v2/models/other", headers=_auth("not-a-key-0123456789")).status_code == 403  # no names leak
+        c.headers.update(_auth(BOB))
         assert c.get("/v2/models/tiny/ready").json() == {"name": "tiny", "ready": True}
         meta = c.get("/v2/models/tiny").json()
         assert meta["name"] == "tiny" and meta["inputs"] == [{"name": "input", "datatype": "FP32",
