@@ -198,7 +198,8 @@ def _run(scenario: Scenario, ctx: RunContext, run_dir: Path, resume: bool, quiet
         frame = read_results(run_dir)
         named = {**summary["defences"], **{d.id: d.plugin for d in scenario.detectors}}
         gates = [evaluate_gate(g, frame, summary["attacks"], named,
-                               {a.id: scenario.budgets_of(a) for a in scenario.attacks}) for g in m.expect]
+                               {a.id: scenario.budgets_of(a) for a in scenario.attacks},
+                               {o.id: o.plugin for o in scenario.ownership}) for g in m.expect]
         summary["gates"] = [g.to_dict() for g in gates]
         summary.save()
         if m.expect:
