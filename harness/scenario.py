@@ -646,6 +646,8 @@ def build_scenario(data: Any, source: str | None = None) -> Scenario:
         for key, refs in (("attack", attacks), ("defence", defences + detectors), ("detector", detectors),
                           ("scheme", schemes)):
             sel = getattr(gate, key)
+            if key == "attack" and gate.scheme is not None and sel is not None and is_ownership_suspect(sel):
+                continue  # an ownership gate may select the victim, an independent model or the false claims
             if sel is not None and not any(sel in (r.id, r.plugin) for r in refs):
                 ids = sorted({r.id for r in refs} | {r.plugin for r in refs})
                 raise ScenarioError(f"no {key} '{sel}' in this scenario.{did_you_mean(sel, ids)} "
@@ -888,6 +890,11 @@ def _check_detection(scenario: Scenario) -> None:
             continue
         _check_score_detector(scenario, getattr(ref.params, "detector", None),
                               f"defence '{ref.id}' is driven by", f"defences.{i}.detector")
+
+
+def is_ownership_suspect(name: str) -> bool:
+    """Whether ``name`` is a suspect of the ownership rows other than a stolen copy (the attack column)."""
+    return name in ("victim", "false_claim") or name.startswith(("independent:", "false_claim:"))
 
 
 def private_role(scenario: Scenario) -> str:
