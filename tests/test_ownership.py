@@ -349,4 +349,5 @@ def test_a_run_writes_ownership_rows_for_every_suspect(tmp_path):
     # the commitment came after the independent models existed: no claim against them passes it
     assert (claims[claims["defence"] == "commitment"]["value"] == 0).all()
     assert code in (0, 1)  # the gate on the tiny victim decides the exit code; the report must exist either way
-    assert (tmp_path / "run" / "report.html").exists()
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert 'id="ownership"' in html and "GOAL (TPR" in html and "independent:other_arch" in html
