@@ -26,7 +26,7 @@ import numpy as np
 
 from stealcheck.seeds import derive_seed
 
-from .base import OwnershipContext, Suspect
+from .base import OwnershipContext
 
 MITIGATIONS = ("none", "commitment", "verifier_generated")
 
