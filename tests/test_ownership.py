@@ -351,3 +351,25 @@ def test_a_run_writes_ownership_rows_for_every_suspect(tmp_path):
     assert code in (0, 1)  # the gate on the tiny victim decides the exit code; the report must exist either way
     html = (tmp_path / "run" / "report.html").read_text()
     assert 'id="ownership"' in html and "GOAL (TPR" in html and "independent:other_arch" in html
+
+
+def test_dataset_inference_white_box_variant_on_a_local_suspect(tiny_world):
+    from stealcheck.ownership.base import Suspect
+    from stealcheck.ownership.cells import predict_fn
+    from stealcheck.ownership.dataset_inference import DatasetInference
+    from stealcheck.ownership.specs import DatasetInferenceParams
+
+    scheme = DatasetInference(DatasetInferenceParams(samples=40, train_samples=150, directions=2, max_steps=5,
+                                                     white_box=True))
+    ctx = tiny_world["ctx_for"](tiny_world["victim"])
+    evidence = scheme.prepare(ctx)
+
+    def local(net):
+        return Suspect("s", predict_fn(net), (1, 8, 8), 10, (0.0, 1.0), network=net)
+
+    victim = scheme.verify(local(tiny_world["victim"].network), evidence, ctx)
+    assert victim.extra["white_box"] == 1.0 and victim.queries == 0  # gradients, not queries
+    assert victim.p_value < 0.01
+    assert scheme.verify(local(tiny_world["independent"]), evidence, ctx).p_value > 0.01
+    # a black-box suspect falls back to the blind walk
+    assert scheme.verify(_suspect(tiny_world["victim"].network), evidence, ctx).extra["white_box"] == 0.0

@@ -50,6 +50,22 @@ def blind_walk(suspect: Suspect, x: np.ndarray, *, directions: int, max_steps: i
     return np.sort(dist * step_size, axis=1)
 
 
+def deepfool_distances(network, x: np.ndarray, nb_classes: int, clip_values: tuple[float, float]) -> np.ndarray:
+    """(n, 3) L1, L2 and L-infinity sizes of DeepFool's minimal label-changing perturbation (ART)."""
+    import torch.nn as nn
+    from art.attacks.evasion import DeepFool
+    from art.estimators.classification import PyTorchClassifier
+
+    clf = PyTorchClassifier(model=network, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                            nb_classes=nb_classes, clip_values=tuple(clip_values), device_type="cpu")
+    adv = DeepFool(clf, max_iter=50, epsilon=0.02, nb_grads=nb_classes, batch_size=64, verbose=False).generate(x)
+    delta = (adv - x).reshape(len(x), -1)
+    flipped = clf.predict(adv).argmax(1) != clf.predict(x).argmax(1)
+    dist = np.stack([np.abs(delta).sum(1), np.sqrt((delta ** 2).sum(1)), np.abs(delta).max(1)], axis=1)
+    cap = np.abs(np.subtract(*clip_values)) * np.array([delta.shape[1], np.sqrt(delta.shape[1]), 1.0])
+    return np.where(flipped[:, None], dist, cap)  # no label change found: as far as the input box allows
+
+
 class DatasetInference(OwnershipScheme):
     """Dataset inference: is the suspect farther from its boundary on the victim's private samples?"""
 
@@ -67,8 +83,6 @@ class DatasetInference(OwnershipScheme):
         return order[m:m + min(self.params.train_samples, n - m)], order[:m]
 
     def prepare(self, ctx: OwnershipContext) -> Evidence:
-        from sklearn.linear_model import LogisticRegression
-
         v = ctx.victim
         victim = Suspect("victim", v.predict_proba, tuple(v.input_shape), v.nb_classes, tuple(v.clip_values))
         fit_priv, test_priv = self._split(len(ctx.private), ctx, "private")
@@ -76,20 +90,44 @@ class DatasetInference(OwnershipScheme):
         features = np.concatenate([self._walk(victim, ctx.private.x[fit_priv], ctx, "fit private"),
                                    self._walk(victim, ctx.public.x[fit_pub], ctx, "fit public")])
         labels = np.r_[np.ones(len(fit_priv)), np.zeros(len(fit_pub))]
-        mean, std = features.mean(0), features.std(0) + 1e-12
-        reg = LogisticRegression(max_iter=1000).fit((features - mean) / std, labels)
-        return Evidence({"coef": reg.coef_[0], "intercept": reg.intercept_, "mean": mean, "std": std,
-                         "private_x": ctx.private.x[test_priv], "public_x": ctx.public.x[test_pub]},
-                        {"fit_samples": int(len(labels)), "victim_walk_queries": victim.queries})
+        arrays = {**_regressor(features, labels, ""), "private_x": ctx.private.x[test_priv],
+                  "public_x": ctx.public.x[test_pub]}
+        if self.params.white_box and v.network is not None:
+            white = np.concatenate([self._white(v.network, ctx.private.x[fit_priv], ctx),
+                                    self._white(v.network, ctx.public.x[fit_pub], ctx)])
+            arrays.update(_regressor(white, labels, "wb_"))
+        return Evidence(arrays, {"fit_samples": int(len(labels)), "victim_walk_queries": victim.queries})
 
-    def confidence(self, features: np.ndarray, evidence: Evidence) -> np.ndarray:
+    @staticmethod
+    def _white(network, x: np.ndarray, ctx: OwnershipContext) -> np.ndarray:
+        return deepfool_distances(network, x, ctx.nb_classes, ctx.clip_values)
+
+    @staticmethod
+    def confidence(features: np.ndarray, evidence: Evidence, prefix: str = "") -> np.ndarray:
         a = evidence.arrays
-        return (features - a["mean"]) / a["std"] @ a["coef"] + a["intercept"][0]
+        return (features - a[prefix + "mean"]) / a[prefix + "std"] @ a[prefix + "coef"] + a[prefix + "intercept"][0]
 
     def verify(self, suspect: Suspect, evidence: Evidence, ctx: OwnershipContext) -> Verdict:
         before = suspect.queries
-        private = self.confidence(self._walk(suspect, evidence.arrays["private_x"], ctx, "verify private"), evidence)
-        public = self.confidence(self._walk(suspect, evidence.arrays["public_x"], ctx, "verify public"), evidence)
+        a = evidence.arrays
+        if self.params.white_box and suspect.network is not None and "wb_coef" in a:
+            private = self.confidence(self._white(suspect.network, a["private_x"], ctx), evidence, "wb_")
+            public = self.confidence(self._white(suspect.network, a["public_x"], ctx), evidence, "wb_")
+            variant = 1.0
+        else:
+            private = self.confidence(self._walk(suspect, a["private_x"], ctx, "verify private"), evidence)
+            public = self.confidence(self._walk(suspect, a["public_x"], ctx, "verify public"), evidence)
+            variant = 0.0
         t, p = welch_p_value(private, public)
         return Verdict(t, p, suspect.queries - before, {"mean_private": float(private.mean()),
-                                                         "mean_public": float(public.mean())})
+                                                         "mean_public": float(public.mean()), "white_box": variant})
+
+
+def _regressor(features: np.ndarray, labels: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
+    """The confidence regressor (logistic regression on standardised features) as arrays."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, std = features.mean(0), features.std(0) + 1e-12
+    reg = LogisticRegression(max_iter=1000).fit((features - mean) / std, labels)
+    return {prefix + "coef": reg.coef_[0], prefix + "intercept": reg.intercept_, prefix + "mean": mean,
+            prefix + "std": std}

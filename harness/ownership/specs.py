@@ -76,6 +76,9 @@ class DatasetInferenceParams(BaseModel):
     step_size: float = Field(0.02, gt=0, description="step along a direction of unit L-infinity norm")
     noise: Literal["uniform", "gaussian", "laplace"] = Field("uniform", description="distribution of the "
                                                              "random directions")
+    white_box: bool = Field(False, description="when the suspect is a local network, use the white-box "
+                            "variant: L1, L2 and L-infinity sizes of ART DeepFool's minimal perturbation "
+                            "(its own regressor, fitted on the victim's)")
 
 
 ownership.declare("backdoor", "stealcheck.ownership.backdoor:BackdoorWatermark", params=BackdoorParams,
