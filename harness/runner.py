@@ -172,7 +172,7 @@ def _run(scenario: Scenario, ctx: RunContext, run_dir: Path, resume: bool, quiet
         "cells": {},
     }, previous=previous, clock_start=clock_start)
     # What restored cells put in the summary (the detectors' own reports) stays.
-    summary.update({k: previous[k] for k in ("detectors", "detection") if k in previous})
+    summary.update({k: previous[k] for k in ("detectors", "detection", "ownership_models") if k in previous})
     summary.save()
     outcome = RunOutcome(run_dir, "running")
     try:
