@@ -303,6 +303,8 @@ def _extraction_cell(w: World, cell: Cell) -> CellResult:
     # The global generators (a defence's noise) start from the cell's identity, not from earlier cells.
     seed_everything(derive_seed(data_seed, cell.seed, "extraction", cell.defence, a.id))
     oracle = w.oracle(cell.defence, max(budgets))
+    if w.scenario.ownership:  # each cell is its own API client (DAWN keys its marks per client)
+        oracle.client_id = cell.name
     ctx = w.attack_context(oracle, budgets, attack_seed(data_seed, cell.seed, a.id))
     metrics = [info for info in registry.metrics.items() if info.name in extraction_metric_names()]
     cell_rows: list[dict] = []

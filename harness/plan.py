@@ -121,6 +121,7 @@ def plan(scenario: Scenario, version: str | None = None) -> list[Cell]:
               "thief": m.thief.model_dump(mode="json"), "data": data, "version": version}
     if scenario.ownership:
         common["keeps_copies"] = True  # the cell keeps each checkpoint's thief for the ownership cells
+        common["client"] = "one per cell"  # and is its own API client
     for seed in m.seeds:
         for d in scenario.defences:
             for a in scenario.attacks:

@@ -241,11 +241,11 @@ def ownership_cell(w: Any, cell: Any) -> Any:
         else:
             verdict = scheme.verify(as_suspect(w, suspect_name, net, "independent"), evidence, ctx)
             rows += _rows(w, ref.id, "", suspect_name, "", "", _verdict_values(verdict, alpha))
-    # The victim itself, as deployed (for an API mark: as the API answers the first client).
+    # The victim itself, as deployed (for an API mark: as the API answers the first extraction cell's client).
     if embeds == "oracle" and extraction:
         c = extraction[0]
         layer = scheme.oracle_layer(w.victim.nb_classes, sc.model.data_seed)
-        served = Suspect("victim", lambda x: layer.change(x, w.victim.predict_proba(x), "attacker")[0],
+        served = Suspect("victim", lambda x: layer.change(x, w.victim.predict_proba(x), c.name)[0],
                          tuple(w.victim.input_shape), w.victim.nb_classes, tuple(w.victim.clip_values), group="victim")
         b = max(sc.budgets_of(next(a for a in sc.attacks if a.id == c.attack)))
         verdict = scheme.verify(served, _client_evidence(marks[c.name], b), ctx)
