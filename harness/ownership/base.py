@@ -44,7 +44,8 @@ def welch_p_value(private: np.ndarray, public: np.ndarray) -> tuple[float, float
     from scipy.stats import ttest_ind
 
     private, public = np.asarray(private, dtype=np.float64), np.asarray(public, dtype=np.float64)
-    if np.ptp(np.concatenate([private, public])) == 0:  # no spread at all: no evidence either way
+    both = np.concatenate([private, public])
+    if np.ptp(both) <= 1e-9 * max(1.0, float(np.abs(both).max())):  # no spread (a constant suspect): no evidence
         return 0.0, 1.0
     res = ttest_ind(private, public, equal_var=False, alternative="greater")
     t, p = float(res.statistic), float(res.pvalue)
