@@ -132,9 +132,29 @@ class DataCapabilities(Capabilities):
 class MetricCapabilities(Capabilities):
     """Where a metric's rows come from."""
 
-    scope: Literal["extraction", "utility", "service", "detection", "detector"] = "extraction"
+    scope: Literal["extraction", "utility", "service", "detection", "detector", "ownership"] = "extraction"
     #: written by the runner or an attack itself, not computed from an evaluation object
     computed_by_runner: bool = False
+
+
+@dataclass(frozen=True)
+class OwnershipCapabilities(Capabilities):
+    """What an ownership scheme changes and needs (functions of the scheme's params where noted).
+
+    ``embeds`` says where the scheme leaves its mark before anything is stolen: ``"training"`` (the
+    victim is trained or fine-tuned with extra samples, e.g. a backdoor trigger set), ``"oracle"``
+    (the API changes some answers, e.g. DAWN) or ``None`` (the scheme only observes: fingerprints,
+    dataset inference). A training embedding is what a training-time defence (DP-SGD, adversarial
+    training) composes with: both act on the victim's training set and recipe.
+    """
+
+    FUNCTIONS = ("embeds", "needs_private_data", "false_claims")
+
+    embeds: Callable[[Any], Literal["training", "oracle"] | None] = _constant(None)
+    #: whether verification needs the victim's private training samples (dataset inference)
+    needs_private_data: Callable[[Any], bool] = _constant(False)
+    #: whether a false claim can be made against it with adversarial examples presented as evidence
+    false_claims: Callable[[Any], bool] = _constant(True)
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,12 @@ class World:
         t0 = time.perf_counter()
         self.victim: Victim = registry.victims.get(scenario.victim.kind).obj.build(scenario.victim.params, vctx)
         log.info("victim ready: %s (%.1fs) %s", self.victim.description, time.perf_counter() - t0, self.victim.info)
+        #: the victim before any ownership scheme marked it (the deployed one is self.victim)
+        self.clean_victim: Victim = self.victim
+        if scenario.ownership:
+            from .ownership.deploy import embed_in_training
+
+            self.victim = embed_in_training(self, vctx.cache)
         test = data("test")
         if m.evaluation.test_limit:
             test = test.subset(np.arange(min(len(test), m.evaluation.test_limit)))
@@ -206,6 +212,10 @@ class World:
         else:
             served = info.obj.build(d.params, self.victim.nb_classes)
         v = self.victim
+        if self.scenario.ownership:  # a scheme that marks the API's answers (DAWN) sits after the defences
+            from .ownership.deploy import oracle_layers
+
+            served = list(served) + oracle_layers(self)
         return Oracle(answer, v.input_shape, v.nb_classes, v.clip_values, postprocessors=served,
                       output_mode=self.scenario.victim.output, top_k=self.scenario.victim.top_k, budget=budget,
                       leaf_predict=v.leaf_ids)
@@ -298,13 +308,18 @@ def _extraction_cell(w: World, cell: Cell) -> CellResult:
     # The global generators (a defence's noise) start from the cell's identity, not from earlier cells.
     seed_everything(derive_seed(data_seed, cell.seed, "extraction", cell.defence, a.id))
     oracle = w.oracle(cell.defence, max(budgets))
+    if w.scenario.ownership:  # each cell is its own API client (DAWN keys its marks per client)
+        oracle.client_id = cell.name
     ctx = w.attack_context(oracle, budgets, attack_seed(data_seed, cell.seed, a.id))
     metrics = [info for info in registry.metrics.items() if info.name in extraction_metric_names()]
     server_count = ServerCount(w.victim)
     cell_rows: list[dict] = []
+    copies: dict[int, dict] = {}  # budget -> the thief's weights, kept for the ownership cells
     elapsed, tick = 0.0, time.perf_counter()
     for budget, thief in registry.attacks.get(a.plugin).obj(a.params).run(ctx):
         elapsed += time.perf_counter() - tick
+        if w.scenario.ownership and getattr(thief, "net", None) is not None:
+            copies[budget] = {k: v.detach().clone() for k, v in thief.net.state_dict().items()}
         ev = ExtractionEval(w.raw_test, thief.predict_proba(w.test.x), w.test.y, w.raw_unif,
                             thief.predict_proba(w.unif_x) if w.unif_x is not None else None, oracle.queries_used)
         rows = [{"metric": info.name, "value": info.obj(ev)} for info in metrics]
@@ -329,6 +344,10 @@ def _extraction_cell(w: World, cell: Cell) -> CellResult:
     if cell.cached:
         with cache.writer("cells", cell.key) as tmp:
             (tmp / "rows.json").write_text(json.dumps(cell_rows))
+            if w.scenario.ownership:
+                from .ownership.deploy import keep_copies
+
+                keep_copies(tmp, copies, oracle)
     return CellResult(cell.name, cell.label, cell_rows, summary=remote_usage(w.victim))
 
 
@@ -369,8 +388,21 @@ def _detection_cell(w: World, cell: Cell) -> CellResult:
     return result
 
 
+def _ownership_models_cell(w: World, cell: Cell) -> CellResult:
+    from .ownership.cells import ownership_models_cell
+
+    return ownership_models_cell(w, cell)
+
+
+def _ownership_cell(w: World, cell: Cell) -> CellResult:
+    from .ownership.cells import ownership_cell
+
+    return ownership_cell(w, cell)
+
+
 RUNNERS = {"victim": _victim_cell, "detectors": _detectors_cell, "utility": _utility_cell,
-           "extraction": _extraction_cell, "detection": _detection_cell}
+           "extraction": _extraction_cell, "detection": _detection_cell,
+           "ownership_models": _ownership_models_cell, "ownership": _ownership_cell}
 
 
 def service_rows(record: ClientRecord) -> list[dict]:

@@ -17,11 +17,11 @@ from pathlib import Path
 from .errors import RunFailedEarly, ScenarioError, did_you_mean
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_INVALID, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-LIST_KINDS = ("attacks", "defences", "detectors", "victims", "data", "metrics", "scenarios")
+LIST_KINDS = ("attacks", "defences", "detectors", "victims", "data", "metrics", "ownership", "scenarios")
 #: Other spellings `stealcheck list` accepts for a kind.
 LIST_ALIASES = {"attack": "attacks", "defence": "defences", "defense": "defences", "defenses": "defences",
                 "detector": "detectors", "victim": "victims", "sources": "data", "source": "data",
-                "metric": "metrics", "scenario": "scenarios"}
+                "metric": "metrics", "scenario": "scenarios", "scheme": "ownership", "schemes": "ownership"}
 
 
 def _parser() -> argparse.ArgumentParser:

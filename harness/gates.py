@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 import pandas as pd
 
-from .scenario import Gate
+from .scenario import Gate, is_ownership_suspect
 
 
 @dataclass
@@ -36,7 +36,8 @@ def _matches(ids: pd.Series, wanted: str, plugins: dict[str, str]) -> np.ndarray
 
 
 def evaluate_gate(gate: Gate, frame: pd.DataFrame, attack_plugins: dict[str, str],
-                  defence_plugins: dict[str, str], budgets: list[int] | dict[str, list[int]]) -> GateResult:
+                  defence_plugins: dict[str, str], budgets: list[int] | dict[str, list[int]],
+                  scheme_plugins: dict[str, str] | None = None) -> GateResult:
     """Check ``gate`` against ``frame`` (results.csv). No matching result is a failure.
 
     ``defence_plugins`` maps defence ids — and detector ids — to their plugin names.
@@ -45,10 +46,21 @@ def evaluate_gate(gate: Gate, frame: pd.DataFrame, attack_plugins: dict[str, str
     when no entry has that id: an id wins, so ``attack: jbda`` with an entry whose id is ``jbda``
     checks that entry only, not its ``jbda_step02`` sibling.
 
+    ``scheme`` (ownership gates) names a scheme id or plugin (``scheme_plugins``: id -> plugin); every
+    matching suspect row counts, at every checkpoint unless the gate names a budget.
+
     ``budgets``: the scenario's checkpoints, or each attack id's own; a gate without a budget reads
     every matching attack at its largest checkpoint.
     """
     rows = frame[frame["metric"] == gate.metric]
+    if getattr(gate, "scheme", None) is not None:
+        # Ownership rows carry the scheme's id in the scheme column; a plugin name selects each of its schemes.
+        rows = rows[rows["kind"].eq("ownership")]
+        schemes = rows["scheme"].astype(object).where(rows["scheme"].notna(), "") if "scheme" in rows else rows["kind"]
+        rows = rows[_matches(schemes, gate.scheme, scheme_plugins or {})]
+        rows = rows[rows["attack"].notna() & (rows["attack"].astype(str) != "")]  # suspects, not cost rows
+        if gate.budget is not None:
+            rows = rows[pd.to_numeric(rows["budget"], errors="coerce") == gate.budget]
     if gate.detector is not None:
         # Detection rows carry the detector's id in the defence column.
         rows = rows[rows["kind"].isin(["detection", "detector"])]
@@ -56,8 +68,11 @@ def evaluate_gate(gate: Gate, frame: pd.DataFrame, attack_plugins: dict[str, str
     if gate.defence is not None:
         rows = rows[_matches(rows["defence"], gate.defence, defence_plugins)]
     if gate.attack is not None:
-        rows = rows[_matches(rows["attack"], gate.attack, attack_plugins)]
-    scope_is_extraction = rows["kind"].eq("extraction").any() if len(rows) else True
+        if getattr(gate, "scheme", None) is not None and is_ownership_suspect(gate.attack):
+            rows = rows[rows["attack"] == gate.attack]  # the victim, an independent model, the false claims
+        else:
+            rows = rows[_matches(rows["attack"], gate.attack, attack_plugins)]
+    scope_is_extraction = rows["kind"].eq("extraction").any() if len(rows) else getattr(gate, "scheme", None) is None
     if len(rows) and rows["kind"].eq("detection").all():
         numeric = pd.to_numeric(rows["budget"], errors="coerce")
         rows = rows[numeric == (gate.budget if gate.budget is not None else numeric.max())]
@@ -72,6 +87,7 @@ def evaluate_gate(gate: Gate, frame: pd.DataFrame, attack_plugins: dict[str, str
     observed = []
     if len(rows):
         keyed = rows.assign(attack=rows["attack"].astype(object).where(rows["attack"].notna(), ""),
+                            defence=rows["defence"].astype(object).where(rows["defence"].notna(), ""),
                             budget=pd.to_numeric(rows["budget"], errors="coerce"))
         grouped = keyed.groupby(["defence", "attack", "budget"], sort=True, dropna=False)["value"].mean()
         for (defence, attack, budget), value in grouped.items():

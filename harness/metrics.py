@@ -170,6 +170,22 @@ for _name, _doc in (("fit_seconds", "Seconds to fit the detector (0 when loaded 
                                         "(OE and EDM replace the victim)")):
     _runner_written(_name, "detector", _doc)
 
+# Ownership rows (kind 'ownership': one row per scheme x suspect x metric; the scheme in the 'scheme' column).
+for _name, _doc in (("statistic", "Ownership: the scheme's statistic on the suspect (trigger or watermark accuracy, "
+                                  "fingerprint agreement, Welch t)"),
+                    ("p_value", "Ownership: p-value of 'the suspect is independent of the victim' (exact binomial "
+                                "or Welch's t-test)"),
+                    ("detected", "Ownership: 1 when the suspect is flagged as a copy (p_value < alpha), else 0"),
+                    ("verification_queries", "Ownership: black-box queries the verification sent to the suspect"),
+                    ("copy_fidelity", "Ownership: the stolen copy's fidelity to the victim on the test set"),
+                    ("accuracy_before", "Ownership cost: the victim's test accuracy without the scheme"),
+                    ("accuracy_after", "Ownership cost: the test accuracy honest users get with the scheme"),
+                    ("accuracy_cost", "Ownership cost: accuracy_before - accuracy_after (fraction; 0.005 = 0.5 "
+                                      "points)"),
+                    ("embedding_seconds", "Ownership cost: seconds to embed the scheme's mark (0 when cached)"),
+                    ("false_claim_success", "False claims: share of independent models the forged evidence "
+                                            "flags at alpha")):
+    _runner_written(_name, "ownership", _doc)
 
 # Figures of Tramèr et al.'s extracted copies (``extra_metrics()``, and the parameter errors the runner
 # computes); written next to the standard metrics. Registered so that gates and `stealcheck list` know them.

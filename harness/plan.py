@@ -12,7 +12,14 @@ Cells, in the order the local executor runs them:
 - ``detectors``: fit every detector (cached under ``detectors/``) and measure their cost;
 - ``utility``: one per defence, what honest users get;
 - ``extraction``: one per seed x defence x attack, the attack at every budget checkpoint;
-- ``detection``: one per scored attack, its real queries scored by every detector.
+- ``detection``: one per scored attack, its real queries scored by every detector;
+- ``ownership_models``: the independent models the ownership schemes are tested on (and the false
+  claims' accuser), trained once;
+- ``ownership``: one per ownership scheme, verifying every stolen copy of the extraction cells, the
+  independent models and the victim, and the false claims against the scheme.
+
+A scheme that embeds a mark (a watermark trained into the victim, DAWN at the API) is part of the
+deployment the attacks steal from: it is in the victim cell's key, so every cell downstream changes.
 """
 
 from __future__ import annotations
@@ -27,14 +34,15 @@ from .scenario import PluginRef, Scenario
 
 #: Where a cell's reusable result lives in the cache (absent: the cell always runs; its rows are
 #: timings or cheap to recompute).
-STORE = {"victim": "cells", "detectors": "cells", "extraction": "cells", "detection": "queries"}
+STORE = {"victim": "cells", "detectors": "cells", "extraction": "cells", "detection": "queries",
+         "ownership_models": "cells", "ownership": "cells"}
 
 
 @dataclass(frozen=True)
 class Cell:
     """One unit of work of a run."""
 
-    kind: str  # victim | detectors | utility | extraction | detection
+    kind: str  # victim | detectors | utility | extraction | detection | ownership_models | ownership
     name: str  # the journal key (results.cell_key), unique in a run
     label: str  # what the progress output calls it
     key: str  # content address: a fingerprint of everything that determines the cell's results
@@ -89,8 +97,10 @@ def plan(scenario: Scenario, version: str | None = None) -> list[Cell]:
     (a new version may compute differently, so it is part of every key)."""
     m = scenario.model
     data = {role: data_fingerprint(scenario, role) for role in sorted(scenario.data)}
-    victim = Cell("victim", "victim", f"victim {scenario.victim.kind}", fingerprint(
-        {"victim": scenario.victim.to_dict(), "data": data, "files": _victim_files(scenario), "version": version}))
+    deployment = {"victim": scenario.victim.to_dict(), "data": data, "files": _victim_files(scenario), "version": version}
+    if ownership_embedding(scenario):
+        deployment["ownership_embedding"] = ownership_embedding(scenario)
+    victim = Cell("victim", "victim", f"victim {scenario.victim.kind}", fingerprint(deployment))
     cells = [victim]
     detectors = None
     if scenario.detectors:
@@ -111,6 +121,9 @@ def plan(scenario: Scenario, version: str | None = None) -> list[Cell]:
             needs(d.id in driven), defence=d.id))
     common = {"victim": victim.key, "output": [scenario.victim.output, scenario.victim.top_k],
               "thief": m.thief.model_dump(mode="json"), "data": data, "version": version}
+    if scenario.ownership:
+        common["keeps_copies"] = True  # the cell keeps each checkpoint's thief for the ownership cells
+        common["client"] = "one per cell"  # and is its own API client
     for seed in m.seeds:
         for d in scenario.defences:
             for a in scenario.attacks:
@@ -128,6 +141,35 @@ def plan(scenario: Scenario, version: str | None = None) -> list[Cell]:
                                "budgets": list(m.detection.budgets), "deps": needs(uses_detectors(a))})
             cells.append(Cell("detection", cell_key("detection", "", a.id, seed), f"detection: {a.id}", key,
                               (victim.key, detectors.key), attack=a.id, seed=seed))
+    if scenario.ownership:
+        cells += _ownership_cells(scenario, victim, [c for c in cells if c.kind == "extraction"], data, version)
+    return cells
+
+
+def ownership_embedding(scenario: Scenario) -> list[dict]:
+    """The ownership schemes that leave a mark in the deployment (the victim's training or the API)."""
+    out = []
+    for ref in scenario.ownership:
+        where = registry.ownership.get(ref.plugin).caps.embeds(ref.params)
+        if where is not None:
+            out.append({"where": where, **ref.to_dict()})
+    return out
+
+
+def _ownership_cells(scenario: Scenario, victim: Cell, extraction: list[Cell], data: dict,
+                     version: str | None) -> list[Cell]:
+    spec = scenario.model.ownership
+    settings = spec.model_dump(mode="json", exclude={"schemes"})
+    models = Cell("ownership_models", cell_key("ownership_models", ""), "ownership: independent models", fingerprint(
+        {"victim": victim.key, "train": scenario.victim.to_dict(), "settings": settings, "data": data,
+         "version": version}), (victim.key,))
+    cells = [models]
+    copies = tuple(c.key for c in extraction)
+    for ref in scenario.ownership:
+        key = fingerprint({"victim": victim.key, "models": models.key, "scheme": ref.to_dict(), "settings": settings,
+                           "copies": copies, "version": version})
+        cells.append(Cell("ownership", cell_key("ownership", ref.id), f"ownership: {ref.id}", key,
+                          (victim.key, models.key, *copies), attack=ref.id, cached=scenario.model.output.cache_cells))
     return cells
 
 

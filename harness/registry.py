@@ -1,4 +1,4 @@
-"""Typed plugin registries: attacks, defences, detectors, victims, data sources, metrics.
+"""Typed plugin registries: attacks, defences, detectors, victims, data sources, metrics, ownership schemes.
 
 A plugin registers itself with a decorator and a pydantic params model::
 
@@ -25,7 +25,8 @@ from typing import Annotated, Any, Callable, Literal, Union, get_args, get_origi
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from .capabilities import (AnyCapabilities, AttackCapabilities, Capabilities, DataCapabilities,
-                           DefenceCapabilities, DetectorCapabilities, MetricCapabilities, VictimCapabilities)
+                           DefenceCapabilities, DetectorCapabilities, MetricCapabilities, OwnershipCapabilities,
+                           VictimCapabilities)
 from .errors import ScenarioError, did_you_mean, shorten
 
 
@@ -199,9 +200,10 @@ detectors = Registry("detectors", "detector", DetectorCapabilities)
 victims = Registry("victims", "victim kind", VictimCapabilities)
 data_sources = Registry("data", "data source", DataCapabilities)
 metrics = Registry("metrics", "metric", MetricCapabilities)
+ownership = Registry("ownership", "ownership scheme", OwnershipCapabilities)
 
 REGISTRIES: dict[str, Registry] = {
-    r.kind: r for r in (attacks, defences, detectors, victims, data_sources, metrics)
+    r.kind: r for r in (attacks, defences, detectors, victims, data_sources, metrics, ownership)
 }
 
 # Packages holding the built-in plugins; importing them runs their decorators.
@@ -211,6 +213,7 @@ BUILTIN_PLUGIN_PACKAGES = (
     "stealcheck.defences",
     "stealcheck.detectors",
     "stealcheck.adapters",
+    "stealcheck.ownership",
 )
 ENTRY_POINT_GROUP = "stealcheck.plugins"
 _loaded = False

@@ -11,7 +11,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-COLUMNS = ["kind", "victim", "defence", "attack", "budget", "seed", "metric", "value"]
+#: ``scheme``: the ownership scheme of kind 'ownership' rows (empty for every other kind).
+COLUMNS = ["kind", "victim", "defence", "attack", "budget", "seed", "metric", "value", "scheme"]
 RESULTS_FILE = "results.csv"
 JOURNAL_FILE = "cells.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -21,7 +22,7 @@ def cell_key(kind: str, defence: str, attack: str = "", seed: int | str = "") ->
     return f"{kind}|{defence}|{attack}|{seed}"
 
 
-def row_cell_key(kind: str, defence: str, attack: str, seed) -> str:
+def row_cell_key(kind: str, defence: str, attack: str, seed, scheme: str = "") -> str:
     """The cell a results row belongs to, as the runner journals it.
 
     Extraction rows belong to their (defence, attack, seed) cell and utility rows to their defence's;
@@ -31,6 +32,9 @@ def row_cell_key(kind: str, defence: str, attack: str, seed) -> str:
     attack = "" if attack is None or (isinstance(attack, float) and pd.isna(attack)) else attack
     if kind == "detector":
         return cell_key("detectors", "")
+    if kind == "ownership":  # every row of a scheme belongs to that scheme's cell
+        return cell_key("ownership", "" if scheme is None or (isinstance(scheme, float) and pd.isna(scheme))
+                        else scheme)
     if kind == "detection":
         return cell_key("detection", "", attack, _seed_text(seed))
     return cell_key(kind, defence, attack, _seed_text(seed))
@@ -77,7 +81,8 @@ class ResultsStore:
         done = self.done_cells()
         if self.csv_path.exists():
             kept = [row for row in self._raw_rows() if len(row) == len(COLUMNS)
-                    and row_cell_key(*(row[COLUMNS.index(c)] for c in ("kind", "defence", "attack", "seed"))) in done]
+                    and row_cell_key(*(row[COLUMNS.index(c)] for c in ("kind", "defence", "attack", "seed",
+                                                                         "scheme"))) in done]
             tmp = self.csv_path.with_suffix(".csv.tmp")
             with open(tmp, "w", newline="") as f:  # the same dialect as append(), so the same bytes
                 writer = csv.writer(f)
@@ -125,7 +130,9 @@ def read_results(run_dir: Path) -> pd.DataFrame:
     path = Path(run_dir) / RESULTS_FILE
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=COLUMNS)
-    frame = pd.read_csv(path, dtype={"kind": str, "victim": str, "defence": str, "attack": str})
+    frame = pd.read_csv(path, dtype={"kind": str, "victim": str, "defence": str, "attack": str, "scheme": str})
+    if "scheme" not in frame.columns:  # a run folder written before ownership rows existed
+        frame["scheme"] = pd.NA
     # A seed written as "" for utility rows; keep seed numeric where present.
     return frame
 

@@ -174,7 +174,7 @@ def _run(scenario: Scenario, ctx: RunContext, run_dir: Path, resume: bool, quiet
         "cells": {},
     }, previous=previous, clock_start=clock_start)
     # What restored cells put in the summary (the detectors' own reports) stays.
-    summary.update({k: previous[k] for k in ("detectors", "detection") if k in previous})
+    summary.update({k: previous[k] for k in ("detectors", "detection", "ownership_models") if k in previous})
     summary.save()
     outcome = RunOutcome(run_dir, "running")
     try:
@@ -200,7 +200,8 @@ def _run(scenario: Scenario, ctx: RunContext, run_dir: Path, resume: bool, quiet
         frame = read_results(run_dir)
         named = {**summary["defences"], **{d.id: d.plugin for d in scenario.detectors}}
         gates = [evaluate_gate(g, frame, summary["attacks"], named,
-                               {a.id: scenario.budgets_of(a) for a in scenario.attacks}) for g in m.expect]
+                               {a.id: scenario.budgets_of(a) for a in scenario.attacks},
+                               {o.id: o.plugin for o in scenario.ownership}) for g in m.expect]
         summary["gates"] = [g.to_dict() for g in gates]
         summary.save()
         if m.expect:

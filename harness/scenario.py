@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, Strict as StrictType, TypeAdapter, ValidationError, field_validator, model_validator
 
@@ -280,6 +280,8 @@ class Gate(Strict):
     defence: str | None = Field(None, description="defence id or plugin name; null = every defence")
     detector: str | None = Field(None, description="detector id or plugin name, for detection metrics "
                                  "(auroc, aupr, fpr_at_95_tpr, ...)")
+    scheme: str | None = Field(None, description="ownership scheme id or plugin name, for ownership metrics "
+                               "(detected, p_value, ...)")
     budget: int | None = Field(None, description="budget checkpoint (detection gates: detection budget); "
                                "null = the largest")
     min: float | None = Field(None, description="lower bound (inclusive)")
@@ -300,7 +302,8 @@ class Gate(Strict):
         if self.name:
             return self.name
         sel = ", ".join(f"{k}={v}" for k, v in (("attack", self.attack), ("defence", self.defence),
-                                                 ("detector", self.detector), ("budget", self.budget))
+                                                 ("detector", self.detector), ("scheme", self.scheme),
+                                                 ("budget", self.budget))
                         if v is not None)
         bounds = " and ".join(b for b in ((f">= {self.min}" if self.min is not None else ""),
                                           (f"<= {self.max}" if self.max is not None else "")) if b)
@@ -367,6 +370,55 @@ class DetectionSpec(Strict):
         return v
 
 
+INDEPENDENT_KINDS = ("other_seed", "other_arch", "proxy")
+
+
+class FalseClaimSpec(Strict):
+    """The malicious accuser of Liu et al. (USENIX Security 2024): transferable adversarial examples with
+    chosen labels, crafted on a model of its own, presented as a scheme's evidence."""
+
+    enabled: bool = Field(True, description="measure each scheme's false-claim success rate")
+    samples: int = Field(100, ge=10, le=10_000, description="forged evidence samples (adversarial examples)")
+    eps: float = Field(0.3, gt=0, description="L-infinity bound of the adversarial perturbation (input units)")
+    steps: int = Field(40, gt=0, le=1000, description="PGD iterations (ART ProjectedGradientDescent)")
+    accuser_data: str | None = Field(None, description="data set the accuser trains its own model on; "
+                                     "null = the attacker's pool")
+
+
+class OwnershipSpec(Strict):
+    """Ownership resolution: schemes verified on every stolen copy, on independent models and on the victim."""
+
+    schemes: list[Any] = Field(description="ownership schemes (stealcheck list ownership), written like attacks")
+    alpha: float = Field(0.01, gt=0, lt=1, description="significance level: a suspect is flagged when p < alpha")
+    private: str | None = Field(None, description="data set of the victim's private training samples "
+                                "(dataset inference, the watermark's fine-tuning); null = victim_train")
+    public: str = Field("test", description="data set of samples the victim never trained on")
+    independent: list[Literal["other_seed", "other_arch", "proxy"]] = Field(
+        default_factory=lambda: list(INDEPENDENT_KINDS), description="independent models the run trains as "
+        "suspects (false positives): the same distribution with another seed, another architecture, the "
+        "attacker's proxy pool with its true labels")
+    independent_data: str | None = Field(None, description="data set the same-distribution independent models "
+                                         "train on (ideally disjoint from the victim's); null = the private set")
+    other_architecture: str | None = Field(None, description="architecture of the other_arch model; null = mlp "
+                                           "(conv3 when the victim is an mlp)")
+    budgets: list[int] | None = Field(None, description="checkpoints whose copies are verified; null = all")
+    false_claims: FalseClaimSpec = Field(default_factory=FalseClaimSpec)
+
+    @field_validator("schemes")
+    @classmethod
+    def _some(cls, v: list) -> list:
+        if not v:
+            raise ValueError("give at least one scheme")
+        return v
+
+    @field_validator("independent")
+    @classmethod
+    def _distinct(cls, v: list) -> list:
+        if len(set(v)) != len(v):
+            raise ValueError(f"independent models must be distinct, got {v}")
+        return v
+
+
 class ScenarioModel(Strict):
     """The top level of a scenario file (plugin sections are validated by their registries)."""
 
@@ -385,6 +437,7 @@ class ScenarioModel(Strict):
     seeds: list[Seed] = Field(default_factory=lambda: [0], description="attack seeds")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     expect: list[Gate] = Field(default_factory=list, description="expectation gates")
+    ownership: OwnershipSpec | None = Field(None, description="ownership resolution schemes and their suspects")
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @field_validator("name")
@@ -460,6 +513,8 @@ class Scenario:
     source_path: str | None
     as_written: Any
     detectors: list[PluginRef] = dataclass_field(default_factory=list)
+    #: the ownership schemes (empty without an ownership section)
+    ownership: list[PluginRef] = dataclass_field(default_factory=list)
     #: key path -> line number in the scenario file, to point run-time errors at the right line
     lines: dict[tuple, int] = dataclass_field(default_factory=dict, repr=False, compare=False)
     #: the victim's keys that :func:`complete_scenario` filled in or completed (a remote endpoint's metadata):
@@ -514,6 +569,8 @@ class Scenario:
             "seeds": m.seeds,
             "evaluation": m.evaluation.model_dump(mode="json"),
             "expect": [g.model_dump(mode="json") for g in m.expect],
+            **({"ownership": {**m.ownership.model_dump(mode="json"), "schemes": [o.to_dict() for o in self.ownership]}}
+               if m.ownership is not None else {}),
             "output": m.output.model_dump(mode="json"),
         }
 
@@ -610,7 +667,10 @@ def build_scenario(data: Any, source: str | None = None) -> Scenario:
     attacks = [resolve_plugin(registry.attacks, a, f"attacks.{i}") for i, a in enumerate(model.attacks)]
     defences = [resolve_plugin(registry.defences, d, f"defences.{i}") for i, d in enumerate(model.defences)]
     detectors = [resolve_plugin(registry.detectors, d, f"detectors.{i}") for i, d in enumerate(model.detectors)]
-    for section, refs in (("attacks", attacks), ("defences", defences), ("detectors", detectors)):
+    schemes = [resolve_plugin(registry.ownership, o, f"ownership.schemes.{i}")
+               for i, o in enumerate(model.ownership.schemes)] if model.ownership is not None else []
+    for section, refs in (("attacks", attacks), ("defences", defences), ("detectors", detectors),
+                          ("ownership.schemes", schemes)):
         seen: dict[str, int] = {}
         for i, ref in enumerate(refs):
             if ref.id in seen:
@@ -625,13 +685,18 @@ def build_scenario(data: Any, source: str | None = None) -> Scenario:
             names = registry.metrics.names()
             raise ScenarioError(f"unknown metric '{gate.metric}'.{did_you_mean(gate.metric, names)} "
                                 f"Allowed: {', '.join(names)}.", path=f"expect.{i}.metric")
-        for key, refs in (("attack", attacks), ("defence", defences + detectors), ("detector", detectors)):
+        for key, refs in (("attack", attacks), ("defence", defences + detectors), ("detector", detectors),
+                          ("scheme", schemes)):
             sel = getattr(gate, key)
+            if key == "attack" and gate.scheme is not None and sel is not None and is_ownership_suspect(sel):
+                continue  # an ownership gate may select the victim, an independent model or the false claims
             if sel is not None and not any(sel in (r.id, r.plugin) for r in refs):
                 ids = sorted({r.id for r in refs} | {r.plugin for r in refs})
                 raise ScenarioError(f"no {key} '{sel}' in this scenario.{did_you_mean(sel, ids)} "
                                     f"Known: {', '.join(ids)}.", path=f"expect.{i}.{key}")
-        if gate.budget is not None and gate.detector is not None:
+        if gate.budget is not None and gate.scheme is not None:
+            pass  # an ownership gate's budget selects the copies stolen at that checkpoint
+        elif gate.budget is not None and gate.detector is not None:
             if gate.budget not in model.detection.budgets:
                 raise ScenarioError(f"budget {gate.budget} is not a detection budget ({model.detection.budgets}).",
                                     path=f"expect.{i}.budget")
@@ -641,7 +706,7 @@ def build_scenario(data: Any, source: str | None = None) -> Scenario:
             if gate.budget not in known:
                 raise ScenarioError(f"budget {gate.budget} is not a checkpoint of the attacks this gate selects "
                                     f"({known}).", path=f"expect.{i}.budget")
-    scenario = Scenario(model, victim, data_refs, attacks, defences, source, data, detectors)
+    scenario = Scenario(model, victim, data_refs, attacks, defences, source, data, detectors, schemes)
     check_scenario(scenario)
     return scenario
 
@@ -750,6 +815,7 @@ def check_scenario(scenario: Scenario) -> None:
         for det in info.caps.detector_refs(ref.params):
             _check_score_detector(scenario, det, f"attack '{ref.id}' avoids", f"attacks.{i}")
     _check_detection(scenario)
+    _check_ownership(scenario)
     _check_output_folders(scenario)
     _check_query_memory(scenario)
     attacker = scenario.data.get("attacker")
@@ -880,3 +946,71 @@ def _check_detection(scenario: Scenario) -> None:
             continue
         _check_score_detector(scenario, getattr(ref.params, "detector", None),
                               f"defence '{ref.id}' is driven by", f"defences.{i}.detector", per_client_ok=True)
+
+
+def is_ownership_suspect(name: str) -> bool:
+    """Whether ``name`` is a suspect of the ownership rows other than a stolen copy (the attack column)."""
+    return name in ("victim", "false_claim") or name.startswith(("independent:", "false_claim:"))
+
+
+def private_role(scenario: Scenario) -> str:
+    """The data set holding the victim's private training samples (ownership)."""
+    spec = scenario.model.ownership
+    return (spec.private if spec is not None and spec.private else None) or "victim_train"
+
+
+def _check_ownership(scenario: Scenario) -> None:
+    """The ownership section fits the victim, the data and the rest of the scenario."""
+    spec = scenario.model.ownership
+    if spec is None:
+        return
+    if scenario.victim.kind != "torch":
+        raise ScenarioError(f"ownership schemes embed watermarks in, and keep copies of, PyTorch networks; this "
+                            f"victim is '{scenario.victim.kind}' (use kind: torch).", path="ownership")
+    if not scenario.model.output.cache_cells:
+        raise ScenarioError("ownership verifies the stolen copies the extraction cells keep in the cache, so "
+                            "output.cache_cells must be true.", path="output.cache_cells")
+    data = list(scenario.data)
+    private = private_role(scenario)
+    embeds: dict[str, str] = {}
+    for i, ref in enumerate(scenario.ownership):
+        caps = registry.ownership.get(ref.plugin).caps
+        where = caps.embeds(ref.params)
+        if where is not None:
+            if where in embeds:
+                raise ScenarioError(f"schemes '{embeds[where]}' and '{ref.id}' both embed a mark in the {where}; "
+                                    "list one of them per run.", path=f"ownership.schemes.{i}")
+            embeds[where] = ref.id
+        if caps.needs_private_data(ref.params) and private not in scenario.data:
+            raise ScenarioError(f"scheme '{ref.id}' needs the victim's private training samples, but the data set "
+                                f"'{private}' is not defined. Set ownership.private to the data set the victim was "
+                                f"trained on.{did_you_mean(private, data)} Defined: {', '.join(data)}.",
+                                path=f"ownership.schemes.{i}" if spec.private is None else "ownership.private")
+    if embeds.get("training") and private not in scenario.data:
+        raise ScenarioError(f"scheme '{embeds['training']}' fine-tunes the victim on its training data, but the "
+                            f"data set '{private}' is not defined; set ownership.private.", path="ownership.private")
+    for key, role in (("public", spec.public), ("independent_data", spec.independent_data),
+                      ("false_claims.accuser_data", spec.false_claims.accuser_data)):
+        if role is not None and role not in scenario.data:
+            raise ScenarioError(f"ownership.{key} names the data set '{role}', which data does not define."
+                                f"{did_you_mean(role, data)} Defined: {', '.join(data)}.", path=f"ownership.{key}")
+    independent_role = spec.independent_data or private
+    if {"other_seed", "other_arch"} & set(spec.independent) and independent_role not in scenario.data:
+        raise ScenarioError(f"the independent models train on '{independent_role}', which data does not define; "
+                            "set ownership.independent_data.", path="ownership.independent_data")
+    pool_needed = "proxy" in spec.independent or (spec.false_claims.enabled and spec.false_claims.accuser_data is None)
+    if pool_needed:
+        if "attacker" not in scenario.data:
+            raise ScenarioError("the proxy-pool independent model and the false-claim accuser train on the "
+                                "attacker's pool, so data.attacker is required (or drop 'proxy' from "
+                                "ownership.independent and set false_claims.accuser_data).", path="ownership")
+        source = scenario.data["attacker"].source
+        if not registry.data_sources.get(source).caps.labelled:
+            raise ScenarioError(f"the proxy-pool independent model trains on the attacker's pool with its true "
+                                f"labels, but data source '{source}' has no labels.", path="ownership.independent")
+    if spec.budgets is not None:
+        known = sorted({b for a in scenario.attacks for b in scenario.budgets_of(a)})
+        for j, b in enumerate(spec.budgets):
+            if b not in known:
+                raise ScenarioError(f"budget {b} is not a checkpoint of any attack ({known}).",
+                                    path=f"ownership.budgets.{j}")

@@ -104,6 +104,11 @@ def report_context(summary: Mapping[str, Any], frame: pd.DataFrame,
     if detection:  # these kinds are shown now: no longer "not shown in this report"
         for kind in ("detection", "detector"):
             data.other_kinds.pop(kind, None)
+    from .ownership import section as ownership_section
+
+    ownership = ownership_section(frame, summary)
+    if ownership:
+        data.other_kinds.pop("ownership", None)
     colours = plots.defence_colours(data.defences, data.baseline)
     victim = as_dict(summary.get("victim"))
     timings = timing_note(summary)
@@ -120,6 +125,7 @@ def report_context(summary: Mapping[str, Any], frame: pd.DataFrame,
         "utility": utility_table(data),
         "detection": detection,
         "active": active_defences_table(data, summary),
+        "ownership": ownership,
         "full_table": full_table(data),
         "glossary": glossary(data.extraction_metrics + data.utility_metrics),
         "other_kinds": data.other_kinds,

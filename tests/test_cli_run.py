@@ -136,7 +136,7 @@ def test_results_csv_rows(runs):
     run = runs["root"] / "first"
     header = (run / "results.csv").read_text().splitlines()[0]
     assert header.split(",") == COLUMNS == ["kind", "victim", "defence", "attack", "budget", "seed", "metric",
-                                            "value"]
+                                            "value", "scheme"]
     frame = read_results(run)
     extraction = frame[frame["kind"] == "extraction"]
     utility = frame[frame["kind"] == "utility"]

@@ -151,7 +151,7 @@ ALL_PLUGINS = [(kind, name) for kind, reg in registry.REGISTRIES.items() for nam
 
 def test_every_kind_has_builtin_plugins():
     kinds = {kind for kind, _ in ALL_PLUGINS}
-    assert {"attacks", "defences", "detectors", "victims", "data", "metrics"} <= kinds
+    assert {"attacks", "defences", "detectors", "victims", "data", "metrics", "ownership"} <= kinds
     assert ("attacks", "knockoff") in ALL_PLUGINS and ("defences", "label_only") in ALL_PLUGINS
 
 
@@ -221,8 +221,17 @@ def test_plugins_have_kind_specific_entry_points():
     for info in registry.victims.items():
         assert callable(getattr(info.obj, "build", None)), info.name
     for info in registry.metrics.items():
-        assert info.caps.scope in ("extraction", "utility", "service", "detection", "detector"), info.name
+        assert info.caps.scope in ("extraction", "utility", "service", "detection", "detector", "ownership"), info.name
         assert callable(info.obj)
     for info in registry.data_sources.items():
         assert callable(info.obj)
         assert isinstance(info.caps.labelled, bool), info.name
+    from stealcheck.ownership.base import OwnershipScheme
+
+    for info in registry.ownership.items():
+        assert isinstance(info.obj, type) and issubclass(info.obj, OwnershipScheme), info.name
+        assert info.obj.verify is not OwnershipScheme.verify, info.name  # every scheme verifies
+        params = info.parse_params({})
+        assert info.caps.embeds(params) in (None, "training", "oracle"), info.name
+        assert isinstance(info.caps.needs_private_data(params), bool), info.name
+        assert isinstance(info.caps.false_claims(params), bool), info.name
