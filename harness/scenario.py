@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, Strict as StrictType, TypeAdapter, ValidationError, field_validator, model_validator
 
@@ -251,6 +251,19 @@ class InputSpec(Strict):
         return self
 
 
+class UnlabelledSpec(Strict):
+    """Label-free training of the thief on the pool samples its attack did not query (never a query)."""
+
+    method: Literal["pseudo_label", "consistency", "mixup"] = Field(
+        "pseudo_label", description="pseudo_label: the thief's own confident top-1 on an unqueried sample is its "
+        "target under augmentation; consistency: the thief's answers on two perturbed views agree; mixup: queried "
+        "samples mixed with unqueried ones, the targets mixed alike (the thief's sharpened guess for the unqueried)")
+    weight: float = Field(1.0, ge=0, description="weight of the label-free loss beside the queried samples' loss")
+    threshold: float = Field(0.95, ge=0, lt=1, description="pseudo_label: least thief confidence for a pseudo-label")
+    temperature: float = Field(0.5, gt=0, le=1, description="mixup: sharpening temperature of the thief's guess")
+    alpha: float = Field(0.75, gt=0, description="mixup: the mixing weight is drawn from Beta(alpha, alpha)")
+
+
 class ThiefSpec(Strict):
     """The attacker's substitute model and its training recipe."""
 
@@ -264,6 +277,16 @@ class ThiefSpec(Strict):
     lr: float = Field(1e-2, gt=0, description="peak learning rate of the one-cycle Adam schedule")
     warm_start: bool = Field(True, description="continue training the previous checkpoint's thief "
                              "(an attacker keeps its model as queries accrue)")
+    augment: bool = Field(False, description="train on randomly shifted, turned and scaled copies of the queried "
+                          "images, each with its original's answer (no extra query); image victims only")
+    unlabelled: UnlabelledSpec | None = Field(None, description="label-free training on the unqueried pool samples "
+                                              "(pool attacks: knockoff, copycat, activethief); a method name or "
+                                              "{method: ..., weight: ...}; null = off")
+
+    @field_validator("unlabelled", mode="before")
+    @classmethod
+    def _method_name(cls, v: Any) -> Any:
+        return {"method": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _steps(self) -> "ThiefSpec":
@@ -704,6 +727,7 @@ def check_scenario(scenario: Scenario) -> None:
                                     path=f"attacks.{i}")
         for det in info.caps.detector_refs(ref.params):
             _check_score_detector(scenario, det, f"attack '{ref.id}' avoids", f"attacks.{i}")
+    _check_thief(scenario)
     _check_detection(scenario)
     _check_output_folders(scenario)
     _check_query_memory(scenario)
@@ -712,6 +736,23 @@ def check_scenario(scenario: Scenario) -> None:
         size_of = registry.data_sources.get(attacker.source).caps.static_size
         if size_of is not None:
             check_pool_size(scenario, size_of(attacker.params), f"'{attacker.source}'")
+
+
+def _check_thief(scenario: Scenario) -> None:
+    """thief.augment needs image inputs; thief.unlabelled needs an attack that samples the pool."""
+    from .augment import is_image_shape
+
+    thief = scenario.model.thief
+    spec = getattr(scenario.victim.params, "input", None)
+    if thief.augment and (spec is None or not is_image_shape(spec.shape)):
+        shape = f"shape {list(spec.shape)}" if spec is not None else "no declared input shape"
+        raise ScenarioError(f"thief.augment shifts and turns images, but the victim's input has {shape}; it needs "
+                            "images (C, H, W). Leave augment off for tabular victims.", path="thief.augment")
+    if thief.unlabelled is not None and not any(uses_pool(registry.attacks.get(a.plugin), a.params)
+                                                for a in scenario.attacks):
+        raise ScenarioError("thief.unlabelled trains on the unqueried samples of the attacker's pool, but no attack "
+                            "of this scenario samples one (knockoff, copycat, activethief do).",
+                            path="thief.unlabelled")
 
 
 def check_pool_size(scenario: Scenario, size: int, description: str) -> None:

@@ -83,6 +83,33 @@ attacks.declare(
              "class."))
 
 
+# ---------------------------------------------------------------- active_thief
+
+
+class ActiveThiefParams(BaseModel):
+    model_config = PARAMS_CONFIG
+    strategy: Literal["uncertainty", "kcenter", "dfal", "random"] = Field(
+        "kcenter", description="how each round picks the pool samples to query: uncertainty (entropy of the thief's "
+        "answer), kcenter (greedy k-center on the thief's penultimate features), dfal (smallest DeepFool "
+        "perturbation), random (the baseline)")
+    seed_size: int = Field(100, gt=0, description="random samples queried before the first round")
+    round_size: int = Field(100, gt=0, description="queries per round (the thief is trained after each round and "
+                            "at every budget)")
+    candidates: int | None = Field(None, gt=0, description="score only this many random unqueried samples per round "
+                                   "(null = all; bounds dfal's cost on a large pool)")
+    deepfool_max_iter: int = Field(20, gt=0, description="dfal: DeepFool iterations per candidate")
+    use_probability: bool = Field(True, description="train on the served probabilities (false: on top-1 labels)")
+    batch_size_query: int = Field(256, gt=0, description="inputs per query batch sent to the victim")
+
+
+attacks.declare(
+    "activethief", "stealcheck.attacks.active_thief:ActiveThiefAttack",
+    params=ActiveThiefParams,
+    needs_output=lambda p: "probabilities" if p.use_probability else None,
+    summary=("ActiveThief (Pal et al. 2020): rounds of train, score the unqueried pool (uncertainty, k-center, DFAL or "
+             "random), query the best batch."))
+
+
 # ---------------------------------------------------------------- jbda
 
 
