@@ -18,23 +18,23 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .scenario import is_image_shape  # noqa: F401  (light: validate checks thief.augment with it)
+
 # Rotation (degrees), scale and translation (fraction of the side: 0.08 of 28 pixels ~ 2 pixels)
 # of the default augmentation: small enough that a digit stays the same digit.
 MAX_DEGREES, MAX_SCALE, MAX_SHIFT = 10.0, 0.1, 0.08
 
 
-def is_image_shape(shape: tuple[int, ...] | list[int]) -> bool:
-    """Whether an input shape (without the batch axis) is an image, (C, H, W) with H, W > 1."""
-    return len(shape) == 3 and shape[1] > 1 and shape[2] > 1
-
-
-def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = MAX_DEGREES,
-                  scale: float = MAX_SCALE, shift: float = MAX_SHIFT) -> torch.Tensor:
+def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float | None = None,
+                  scale: float | None = None, shift: float | None = None) -> torch.Tensor:
     """``x`` (N, C, H, W) with one random small affine transform per sample; same shape and dtype.
 
     Rotation uniform in [-degrees, degrees], scale in [1 - scale, 1 + scale], translation in
-    [-shift, shift] of each side, all drawn from ``generator`` (so a seeded training run is
-    reproducible)."""
+    [-shift, shift] of each side (defaults: the module's MAX_DEGREES, MAX_SCALE, MAX_SHIFT), all
+    drawn from ``generator`` (so a seeded training run is reproducible)."""
+    degrees = MAX_DEGREES if degrees is None else degrees
+    scale = MAX_SCALE if scale is None else scale
+    shift = MAX_SHIFT if shift is None else shift
     if x.dim() != 4:
         raise ValueError(f"random_affine needs image batches (N, C, H, W); got shape {tuple(x.shape)}.")
     n = x.shape[0]

@@ -738,10 +738,13 @@ def check_scenario(scenario: Scenario) -> None:
             check_pool_size(scenario, size_of(attacker.params), f"'{attacker.source}'")
 
 
+def is_image_shape(shape: tuple[int, ...] | list[int]) -> bool:
+    """Whether an input shape (without the batch axis) is an image, (C, H, W) with H, W > 1."""
+    return len(shape) == 3 and shape[1] > 1 and shape[2] > 1
+
+
 def _check_thief(scenario: Scenario) -> None:
     """thief.augment needs image inputs; thief.unlabelled needs an attack that samples the pool."""
-    from .augment import is_image_shape
-
     thief = scenario.model.thief
     spec = getattr(scenario.victim.params, "input", None)
     if thief.augment and (spec is None or not is_image_shape(spec.shape)):

@@ -45,18 +45,28 @@ def test_round_boundaries_end_a_round_at_every_checkpoint():
 
 
 @pytest.mark.parametrize("strategy", ["random", "uncertainty", "kcenter", "dfal"])
-@pytest.mark.parametrize("warm_start", [True, False])
-def test_exact_queries_at_every_checkpoint_and_each_sample_once(strategy, warm_start):
-    spec = SPEC.model_copy(update={"warm_start": warm_start})
-    seen, oracle = _run(strategy, [7, 20, 33], spec=spec, seed_size=5, round_size=6)
+@pytest.mark.parametrize("from_scratch", [True, False])
+def test_exact_queries_at_every_checkpoint_and_each_sample_once(strategy, from_scratch):
+    seen, oracle = _run(strategy, [7, 20, 33], seed_size=5, round_size=6, from_scratch=from_scratch)
     assert [(b, q) for b, q, _ in seen] == [(7, 7), (20, 20), (33, 33)]
     asked = oracle.clients["attacker"].inputs()
     assert len(asked) == 33 and len(np.unique(asked, axis=0)) == 33  # no pool sample bought twice
-    fits = [thief.fit_calls for _, _, thief in seen]
-    if warm_start:  # one thief, trained at each of the 7 round boundaries 5, 7, 13, 19, 20, 26, 32, 33
-        assert seen[0][2] is seen[-1][2] and fits[-1] == 8
-    else:  # a fresh thief per checkpoint, trained once on the answers so far
-        assert fits == [1, 1, 1]
+    # one thief, trained after each of the 8 rounds ending at 5, 7, 13, 19, 20, 26, 32, 33 queries
+    assert seen[0][2] is seen[-1][2] and seen[-1][2].fit_calls == 8
+
+
+def test_from_scratch_trains_each_round_from_the_initial_weights():
+    """The thief at a checkpoint equals one trained once, from the same initial weights, on the same answers."""
+    seen, oracle = _run("uncertainty", [20], seed_size=10, round_size=5, from_scratch=True)
+    (_, _, thief), = seen
+    assert thief.fit_calls == 3
+    x = oracle.clients["attacker"].inputs()  # the 20 queried inputs, in the order they were asked
+    fresh = _thief()  # the same initial weights (same seed)
+    fresh.fit_calls = 2  # so that its one fit draws the batches of the run's third (last) fit
+    fresh.fit(x, FakeVictim(D, K)(x), batch_size=16, nb_epochs=1)
+    np.testing.assert_allclose(fresh.predict(x), thief.predict(x), rtol=1e-4, atol=1e-5)
+    (_, _, kept), = _run("uncertainty", [20], seed_size=10, round_size=5, from_scratch=False)[0]
+    assert not np.allclose(kept.predict(x), thief.predict(x), atol=1e-3)  # kept training: another model
 
 
 def test_the_attack_refuses_a_pool_smaller_than_the_budget():

@@ -20,6 +20,7 @@ once, and at checkpoint b the thief has been trained on the answers to exactly b
 
 from __future__ import annotations
 
+import copy
 from typing import Iterator
 
 import numpy as np
@@ -95,13 +96,13 @@ class ActiveThief(ExtractionAttack, CheckpointedExtraction):
 
     attack_params = ExtractionAttack.attack_params + [
         "batch_size_fit", "batch_size_query", "nb_epochs", "nb_stolen", "strategy", "seed_size", "round_size",
-        "use_probability", "candidates", "deepfool_max_iter", "verbose"]
+        "use_probability", "candidates", "deepfool_max_iter", "from_scratch", "verbose"]
     _estimator_requirements = ()
 
     def __init__(self, classifier, batch_size_fit: int = 64, batch_size_query: int = 256, nb_epochs: int = 10,
                  nb_stolen: int = 1, strategy: str = "kcenter", seed_size: int = 100, round_size: int = 100,
                  use_probability: bool = True, candidates: int | None = None, deepfool_max_iter: int = 20,
-                 verbose: bool = False) -> None:
+                 from_scratch: bool = True, verbose: bool = False) -> None:
         super().__init__(estimator=classifier)
         self.batch_size_fit = batch_size_fit
         self.batch_size_query = batch_size_query
@@ -113,6 +114,7 @@ class ActiveThief(ExtractionAttack, CheckpointedExtraction):
         self.use_probability = use_probability
         self.candidates = candidates
         self.deepfool_max_iter = deepfool_max_iter
+        self.from_scratch = from_scratch
         self.verbose = verbose
         self._check_params()
 
@@ -129,8 +131,10 @@ class ActiveThief(ExtractionAttack, CheckpointedExtraction):
         if self.candidates is not None and (not isinstance(self.candidates, int) or self.candidates <= 0):
             raise ValueError(f"The 'candidates' parameter of ActiveThief must be a positive integer or None. "
                              f"Got {self.candidates!r} instead.")
-        if not isinstance(self.use_probability, bool):
-            raise ValueError("The 'use_probability' parameter of ActiveThief must be a bool.")
+        for name in ("use_probability", "from_scratch"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"The '{name}' parameter of ActiveThief must be a bool. Got {getattr(self, name)!r} "
+                                 "instead.")
 
     def extract(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> ClassifierMixin:
         """ART's ``extract``: ``nb_stolen`` queries chosen from the pool ``x``; the trained thief."""
@@ -151,6 +155,8 @@ class ActiveThief(ExtractionAttack, CheckpointedExtraction):
         answers: list[np.ndarray] = []
         self.queried_index_ = np.zeros(0, dtype=int)
         self.queried_y_ = np.zeros((0, self.estimator.nb_classes), dtype=np.float32)
+        # from_scratch: every round trains the thief from its initial weights, as the paper retrains
+        initial = copy.deepcopy(thief.model.state_dict()) if self.from_scratch and hasattr(thief, "model") else None
         for boundary in round_boundaries(checkpoints, self.seed_size, self.round_size):
             want = boundary - len(queried)
             pick = self._select(x, remaining, want, queried, thief, first=not queried)
@@ -159,6 +165,8 @@ class ActiveThief(ExtractionAttack, CheckpointedExtraction):
             queried.extend(int(i) for i in pick)
             self.queried_index_ = np.asarray(queried, dtype=int)
             self.queried_y_ = np.concatenate(answers)
+            if initial is not None:
+                thief.model.load_state_dict(initial)
             thief.fit(x[self.queried_index_], self.queried_y_, batch_size=self.batch_size_fit, nb_epochs=self.nb_epochs)
             if boundary in checkpoints:
                 yield boundary, thief
@@ -218,13 +226,5 @@ class ActiveThiefAttack:
             classifier=ctx.oracle, batch_size_fit=spec.batch_size, batch_size_query=p.batch_size_query,
             nb_epochs=spec.epochs, nb_stolen=max(ctx.budgets), strategy=p.strategy, seed_size=p.seed_size,
             round_size=p.round_size, use_probability=p.use_probability, candidates=p.candidates,
-            deepfool_max_iter=p.deepfool_max_iter, verbose=ctx.progress)
-        for budget, thief in attack.iter_checkpoints(ctx.budgets, x=ctx.pool.x, thieved_classifier=pool_thief(ctx)):
-            if spec.warm_start:
-                yield budget, thief
-                continue
-            # the selection model goes on; the copy reported here is a fresh thief trained on the same answers
-            fresh = pool_thief(ctx)
-            fresh.fit(ctx.pool.x[attack.queried_index_], attack.queried_y_, batch_size=spec.batch_size,
-                      nb_epochs=spec.epochs)
-            yield budget, fresh
+            deepfool_max_iter=p.deepfool_max_iter, from_scratch=p.from_scratch, verbose=ctx.progress)
+        yield from attack.iter_checkpoints(ctx.budgets, x=ctx.pool.x, thieved_classifier=pool_thief(ctx))

@@ -98,6 +98,8 @@ class ActiveThiefParams(BaseModel):
     candidates: int | None = Field(None, gt=0, description="score only this many random unqueried samples per round "
                                    "(null = all; bounds dfal's cost on a large pool)")
     deepfool_max_iter: int = Field(20, gt=0, description="dfal: DeepFool iterations per candidate")
+    from_scratch: bool = Field(True, description="train the thief from its initial weights at every round, as the "
+                               "paper does (false: keep training it; thief.warm_start does not apply)")
     use_probability: bool = Field(True, description="train on the served probabilities (false: on top-1 labels)")
     batch_size_query: int = Field(256, gt=0, description="inputs per query batch sent to the victim")
 
