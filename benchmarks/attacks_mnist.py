@@ -33,7 +33,7 @@ import pandas as pd
 import yaml
 
 from stealcheck.results import read_results, read_summary
-from stealcheck.runner import run_scenario
+from stealcheck.runner import Execution, run_scenario
 from stealcheck.scenario import build_scenario
 
 MNIST_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist_test.npz"
@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="--pool-attacks: seeds of the undefended runs")
     ap.add_argument("--defended-seeds", default="0", help="--pool-attacks: seeds of the defended runs ('' = none)")
     ap.add_argument("--budgets", default="250,500,1000,1500", help="--pool-attacks: checkpoints")
+    ap.add_argument("--workers", type=int, default=None, help="--pool-attacks: run the cells on a Dask LocalCluster "
+                    "of this many processes (default: in this process)")
     ap.add_argument("--strategies", default="uncertainty,kcenter,dfal,random", help="--pool-attacks: ActiveThief "
                     "strategies")
     args = ap.parse_args()
@@ -116,10 +118,17 @@ def _pool_scenario(defences: list, seeds: list[int], budgets: list[int], strateg
     return raw
 
 
-def _run_pool(raw: dict, out: Path) -> tuple[pd.DataFrame, dict, float]:
+def _run_pool(raw: dict, out: Path, workers: int | None) -> tuple[pd.DataFrame, dict, float]:
     start = time.perf_counter()
-    run_scenario(build_scenario(raw), out_dir=out, quiet=True, fresh=True)
+    execution = Execution(executor="dask", workers=workers) if workers else Execution()
+    run_scenario(build_scenario(raw), out_dir=out, quiet=True, fresh=True, execution=execution)
     wall = time.perf_counter() - start
+    wide, summary = _read_pool(out)
+    return wide, summary, wall
+
+
+def _read_pool(out: Path) -> tuple[pd.DataFrame, dict]:
+    """One extraction row per (defence, attack, seed, budget), with the time spent since the previous checkpoint."""
     frame = read_results(out)
     ext = frame[frame["kind"] == "extraction"].copy()
     ext["budget"] = ext["budget"].astype(int)
@@ -128,7 +137,7 @@ def _run_pool(raw: dict, out: Path) -> tuple[pd.DataFrame, dict, float]:
     # the thief's training time per checkpoint: attack wall time since the previous checkpoint of the cell
     wide["ckpt_seconds"] = wide.groupby(["defence", "attack", "seed"])["attack_seconds"].diff().fillna(
         wide["attack_seconds"])
-    return wide, read_summary(out), wall
+    return wide, read_summary(out)
 
 
 def pool_attacks(args) -> None:
@@ -137,7 +146,8 @@ def pool_attacks(args) -> None:
     budgets = sorted(int(b) for b in args.budgets.split(","))
     strategies = [s for s in args.strategies.split(",") if s]
     base = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="pool_attacks_"))
-    wide, summary, wall = _run_pool(_pool_scenario(["none"], seeds, budgets, strategies), base / "undefended")
+    wide, summary, wall = _run_pool(_pool_scenario(["none"], seeds, budgets, strategies), base / "undefended",
+                                   args.workers)
     victim = summary["victim"]
     print(f"victim: {victim['description']}, test accuracy {victim['test_accuracy']:.4f} on {victim['test_samples']} "
           f"test images ({'MNIST test set, shared/data' if MNIST_TEST.exists() else 'mnist5k'}); pool: "
@@ -181,7 +191,7 @@ def pool_attacks(args) -> None:
     if not defended_seeds:
         return
     dwide, _, dwall = _run_pool(_pool_scenario([REVERSE_SIGMOID, "label_only"], defended_seeds, budgets, strategies),
-                                base / "defended")
+                                base / "defended", args.workers)
     print()
     print(f"defended: seeds {defended_seeds}, wall time {dwall:.0f} s (run folder {base / 'defended'}); fidelity "
           f"(mean over seeds) undefended | reverse_sigmoid(beta 1, gamma 0.2) | label_only, s/ckpt of each")
