@@ -146,8 +146,20 @@ def pool_attacks(args) -> None:
     budgets = sorted(int(b) for b in args.budgets.split(","))
     strategies = [s for s in args.strategies.split(",") if s]
     base = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="pool_attacks_"))
+    attacks = ["knockoff"] + [f"activethief:{s}" for s in strategies]
+    if not seeds:  # the defended runs only
+        _defended(None, base, defended_seeds, budgets, strategies, attacks, args.workers)
+        return
     wide, summary, wall = _run_pool(_pool_scenario(["none"], seeds, budgets, strategies), base / "undefended",
                                    args.workers)
+    report_undefended(wide, summary, wall, seeds, budgets, attacks, base)
+    if defended_seeds:
+        _defended(wide, base, defended_seeds, budgets, strategies, attacks, args.workers)
+
+
+def report_undefended(wide: pd.DataFrame, summary: dict, wall: float, seeds: list[int], budgets: list[int],
+                      attacks: list[str], base: Path) -> None:
+    """The undefended table: mean ± sd over seeds, [min, max], accuracy, seconds per checkpoint, delta vs knockoff."""
     victim = summary["victim"]
     print(f"victim: {victim['description']}, test accuracy {victim['test_accuracy']:.4f} on {victim['test_samples']} "
           f"test images ({'MNIST test set, shared/data' if MNIST_TEST.exists() else 'mnist5k'}); pool: "
@@ -161,8 +173,6 @@ def pool_attacks(args) -> None:
                                                   lo=("fidelity", "min"), hi=("fidelity", "max"),
                                                   acc=("accuracy", "mean"), secs=("ckpt_seconds", "mean"),
                                                   queries=("queries_used", "max")).reset_index()
-    attacks = ["knockoff"] + [f"activethief:{s}" for s in strategies]
-    header = f"{'attack':24s}" + "".join(f" | {b:>5d} queries: fidelity mean ± sd [min, max] (s/ckpt)" for b in [])
     print()
     print(f"{'attack':24s} {'budget':>6s} {'queries':>7s} {'fidelity':>9s} {'± sd':>6s} {'[min, max]':>15s} "
           f"{'accuracy':>8s} {'s/ckpt':>7s} {'vs knockoff':>11s}")
@@ -188,16 +198,25 @@ def pool_attacks(args) -> None:
             f = best.loc[b, "fid"]
             print(f"target best pool attack >= {goal:.2f} fidelity at {b} queries: {f:.3f} ({best.loc[b, 'attack']}, "
                   f"{'met' if f >= goal else 'NOT met'})")
-    if not defended_seeds:
-        return
+
+
+def _defended(wide: pd.DataFrame | None, base: Path, defended_seeds: list[int], budgets: list[int],
+              strategies: list[str], attacks: list[str], workers: int | None) -> None:
     dwide, _, dwall = _run_pool(_pool_scenario([REVERSE_SIGMOID, "label_only"], defended_seeds, budgets, strategies),
-                                base / "defended", args.workers)
+                                base / "defended", workers)
+    report_defended(dwide, dwall, wide, defended_seeds, budgets, attacks, base)
+
+
+def report_defended(dwide: pd.DataFrame, dwall: float, wide: pd.DataFrame | None, defended_seeds: list[int],
+                    budgets: list[int], attacks: list[str], base: Path) -> None:
+    """Fidelity against reverse sigmoid and label-only beside the undefended one (same seeds), s/ckpt of each."""
     print()
     print(f"defended: seeds {defended_seeds}, wall time {dwall:.0f} s (run folder {base / 'defended'}); fidelity "
           f"(mean over seeds) undefended | reverse_sigmoid(beta 1, gamma 0.2) | label_only, s/ckpt of each")
     dagg = dwide.groupby(["defence", "attack", "budget"]).agg(fid=("fidelity", "mean"),
                                                             secs=("ckpt_seconds", "mean")).reset_index()
-    undefended = wide[wide["seed"].isin(defended_seeds)].groupby(["attack", "budget"])["fidelity"].mean()
+    undefended = (wide[wide["seed"].isin(defended_seeds)].groupby(["attack", "budget"])["fidelity"].mean()
+                  if wide is not None else pd.Series(dtype=float))
     rs_id = next(d for d in dagg["defence"].unique() if d.startswith("reverse_sigmoid"))
     print(f"{'attack':24s} {'budget':>6s} {'none':>7s} {'rev.sigm':>9s} {'s/ckpt':>7s} {'label':>7s} {'s/ckpt':>7s}")
     for a in attacks:

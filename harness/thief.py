@@ -27,6 +27,15 @@ class ThiefClassifier(PyTorchClassifier):
     This subclass keeps ART's interface (attacks call ``fit(x, y, batch_size, nb_epochs)``) but
     trains the logits with soft cross-entropy on a step-based one-cycle schedule:
     ``nb_epochs`` passes clipped to the spec's [min_steps, max_steps]. ``predict`` returns logits.
+
+    Recipe options (``thief.augment``, ``thief.unlabelled``) train on augmented queried images and on
+    the unqueried pool without labels (:meth:`attach_pool`); neither ever queries the victim. Measured
+    against the conv3 MNIST victim with the digits pool (random KnockoffNets, width 16, 50 epochs in
+    [300, 1500] steps, fidelity at 500 / 1,500 queries, one seed): plain 0.812 / 0.889; augment 0.791 /
+    0.846; augment + pseudo_label 0.778 / 0.817; augment + consistency 0.797 / 0.832; augment + mixup
+    0.787 / 0.830; mixup alone 0.751 / 0.799; consistency (weight 0.3) alone 0.810 / 0.850. The victim is
+    not invariant to the shifts and turns, and fidelity is agreement with the victim, so both stay off by
+    default; they are there to measure, for other victims and pools, whether they help.
     """
 
     def __init__(self, net: nn.Module, input_shape: tuple[int, ...], nb_classes: int,

@@ -13,7 +13,6 @@ from stealcheck.attacks.base import AttackContext
 from stealcheck.augment import gaussian_jitter, is_image_shape, random_affine
 from stealcheck.datasets import Dataset
 from stealcheck.errors import ScenarioError
-from stealcheck.oracle import Oracle
 from stealcheck.scenario import ThiefSpec, build_scenario, resolve_plugin
 from stealcheck.thief import make_thief
 
