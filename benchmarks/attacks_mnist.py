@@ -29,6 +29,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -51,6 +52,9 @@ def main() -> None:
     ap.add_argument("--budgets", default="250,500,1000,1500", help="--pool-attacks: checkpoints")
     ap.add_argument("--workers", type=int, default=None, help="--pool-attacks: run the cells on a Dask LocalCluster "
                     "of this many processes (default: in this process)")
+    ap.add_argument("--from-runs", nargs="+", default=None, help="--pool-attacks: print the tables from finished "
+                    "run folders (undefended and defended runs of this mode, e.g. split over processes) instead of "
+                    "running")
     ap.add_argument("--strategies", default="uncertainty,kcenter,dfal,random", help="--pool-attacks: ActiveThief "
                     "strategies")
     args = ap.parse_args()
@@ -121,7 +125,8 @@ def _pool_scenario(defences: list, seeds: list[int], budgets: list[int], strateg
 def _run_pool(raw: dict, out: Path, workers: int | None) -> tuple[pd.DataFrame, dict, float]:
     start = time.perf_counter()
     execution = Execution(executor="dask", workers=workers) if workers else Execution()
-    run_scenario(build_scenario(raw), out_dir=out, quiet=True, fresh=True, execution=execution)
+    # cells already in the cache are reused: their rows, timings included, are those measured when computed
+    run_scenario(build_scenario(raw), out_dir=out, quiet=True, execution=execution)
     wall = time.perf_counter() - start
     wide, summary = _read_pool(out)
     return wide, summary, wall
@@ -147,6 +152,9 @@ def pool_attacks(args) -> None:
     strategies = [s for s in args.strategies.split(",") if s]
     base = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="pool_attacks_"))
     attacks = ["knockoff"] + [f"activethief:{s}" for s in strategies]
+    if args.from_runs:
+        from_runs([Path(p) for p in args.from_runs], budgets, attacks)
+        return
     if not seeds:  # the defended runs only
         _defended(None, base, defended_seeds, budgets, strategies, attacks, args.workers)
         return
@@ -155,6 +163,23 @@ def pool_attacks(args) -> None:
     report_undefended(wide, summary, wall, seeds, budgets, attacks, base)
     if defended_seeds:
         _defended(wide, base, defended_seeds, budgets, strategies, attacks, args.workers)
+
+
+def from_runs(folders: list[Path], budgets: list[int], attacks: list[str]) -> None:
+    """The tables from finished run folders: rows of the same (defence, attack, seed, budget) are one cell's."""
+    parts = [(*_read_pool(f), f) for f in folders]
+    wide = pd.concat([w for w, _, _ in parts]).drop_duplicates(["defence", "attack", "seed", "budget"])
+    attacks = [a for a in attacks if a in set(wide["attack"])]
+    undefended = wide[wide["defence"] == "none"]
+    seeds = sorted(int(s) for s in undefended["seed"].unique())
+    budgets = [b for b in budgets if b in set(undefended["budget"])]
+    summary = parts[0][1]
+    report_undefended(undefended, summary, float("nan"), seeds, budgets, attacks, Path(", ".join(map(str, folders))))
+    defended = wide[wide["defence"] != "none"]
+    if len(defended):
+        dseeds = sorted(int(s) for s in defended["seed"].unique())
+        report_defended(defended, float("nan"), undefended, dseeds, budgets,
+                        [a for a in attacks if a in set(defended["attack"])], Path("(the folders above)"))
 
 
 def report_undefended(wide: pd.DataFrame, summary: dict, wall: float, seeds: list[int], budgets: list[int],
@@ -172,25 +197,33 @@ def report_undefended(wide: pd.DataFrame, summary: dict, wall: float, seeds: lis
     agg = wide.groupby(["attack", "budget"]).agg(fid=("fidelity", "mean"), sd=("fidelity", "std"),
                                                   lo=("fidelity", "min"), hi=("fidelity", "max"),
                                                   acc=("accuracy", "mean"), secs=("ckpt_seconds", "mean"),
-                                                  queries=("queries_used", "max")).reset_index()
+                                                  queries=("queries_used", "max"),
+                                                  n=("seed", "nunique")).reset_index()
+    # each attack against random KnockoffNets on the same seeds (a split run may hold more seeds of some attacks)
+    knockoff = wide[wide["attack"] == "knockoff"].set_index(["seed", "budget"])["fidelity"]
+
+    def versus_knockoff(attack: str, budget: int) -> float:
+        rows = wide[(wide["attack"] == attack) & (wide["budget"] == budget)]
+        pairs = [(f, knockoff.get((s, budget))) for s, f in zip(rows["seed"], rows["fidelity"])]
+        pairs = [(f, k) for f, k in pairs if k is not None]
+        return float(np.mean([f - k for f, k in pairs])) if pairs else float("nan")
+
     print()
-    print(f"{'attack':24s} {'budget':>6s} {'queries':>7s} {'fidelity':>9s} {'± sd':>6s} {'[min, max]':>15s} "
-          f"{'accuracy':>8s} {'s/ckpt':>7s} {'vs knockoff':>11s}")
-    ref = agg[agg["attack"] == "knockoff"].set_index("budget")["fid"]
+    print(f"{'attack':24s} {'budget':>6s} {'queries':>7s} {'seeds':>5s} {'fidelity':>9s} {'± sd':>6s} "
+          f"{'[min, max]':>15s} {'accuracy':>8s} {'s/ckpt':>7s} {'vs knockoff, same seeds':>23s}")
     for a in attacks:
         for _, r in agg[agg["attack"] == a].iterrows():
-            delta = r["fid"] - ref.get(r["budget"], float("nan"))
-            print(f"{a:24s} {int(r['budget']):6d} {int(r['queries']):7d} {r['fid']:9.3f} {r['sd']:6.3f} "
-                  f"[{r['lo']:.3f}, {r['hi']:.3f}] {r['acc']:8.3f} {r['secs']:7.1f} "
-                  f"{'' if a == 'knockoff' else f'{delta:+11.3f}'}")
+            delta = versus_knockoff(a, int(r["budget"]))
+            print(f"{a:24s} {int(r['budget']):6d} {int(r['queries']):7d} {int(r['n']):5d} {r['fid']:9.3f} "
+                  f"{r['sd']:6.3f} [{r['lo']:.3f}, {r['hi']:.3f}] {r['acc']:8.3f} {r['secs']:7.1f} "
+                  f"{'' if a == 'knockoff' else f'{delta:+23.3f}'}")
     best = agg.loc[agg.groupby("budget")["fid"].idxmax()].set_index("budget")
     print()
     for b in budgets:
         print(f"best at {b:5d}: {best.loc[b, 'attack']} {best.loc[b, 'fid']:.3f}")
     strat = agg[agg["attack"] != "knockoff"]
     overall = strat.groupby("attack")["fid"].mean().idxmax()
-    ahead = [(b, float(strat[(strat['attack'] == overall) & (strat['budget'] == b)]['fid'].iloc[0] - ref[b]))
-             for b in budgets]
+    ahead = [(b, versus_knockoff(overall, b)) for b in budgets]
     print(f"best strategy overall (mean over budgets): {overall}; ahead of random KnockoffNets at every budget: "
           f"{'yes' if all(d > 0 for _, d in ahead) else 'NO'} ({', '.join(f'{b}: {d:+.3f}' for b, d in ahead)})")
     for b, goal in ((1500, 0.90), (500, 0.85)):
@@ -223,8 +256,14 @@ def report_defended(dwide: pd.DataFrame, dwall: float, wide: pd.DataFrame | None
         for b in budgets:
             rs = dagg[(dagg["defence"] == rs_id) & (dagg["attack"] == a) & (dagg["budget"] == b)]
             lo = dagg[(dagg["defence"] == "label_only") & (dagg["attack"] == a) & (dagg["budget"] == b)]
-            print(f"{a:24s} {b:6d} {undefended.get((a, b), float('nan')):7.3f} {rs['fid'].iloc[0]:9.3f} "
-                  f"{rs['secs'].iloc[0]:7.1f} {lo['fid'].iloc[0]:7.3f} {lo['secs'].iloc[0]:7.1f}")
+            if rs.empty and lo.empty:
+                continue
+
+            def cell(frame: pd.DataFrame, column: str) -> float:
+                return float(frame[column].iloc[0]) if len(frame) else float("nan")
+
+            print(f"{a:24s} {b:6d} {undefended.get((a, b), float('nan')):7.3f} {cell(rs, 'fid'):9.3f} "
+                  f"{cell(rs, 'secs'):7.1f} {cell(lo, 'fid'):7.3f} {cell(lo, 'secs'):7.1f}")
 
 
 def _id(item) -> str:
