@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,6 @@ class ThiefClassifier(PyTorchClassifier):
         self.progress = progress
         self.fit_calls = 0
         self.steps_trained = 0
-        self.train_seconds = 0.0  # wall time spent in fit (thief training only, no queries)
         self.pool_x: np.ndarray | None = None  # the attacker's pool, for thief.unlabelled (attach_pool)
         self.unlabelled_used = 0  # unqueried pool samples the last fit trained on without labels
 
@@ -67,13 +65,11 @@ class ThiefClassifier(PyTorchClassifier):
         self.fit_calls += 1
         seed = derive_seed(self.seed, self.fit_calls, "thief fit")
         progress = self.progress and steps > 1
-        t0 = time.perf_counter()
         if steps > 1 and (self.spec.augment or self.spec.unlabelled is not None):
             self._fit_recipe(np.asarray(x, dtype=np.float32), y_soft, steps, batch_size, seed, progress)
         else:
             fit_network(self.net, x, y_soft, steps=steps, batch_size=batch_size, lr=self.spec.lr, seed=seed,
                         desc="thief", progress=progress)
-        self.train_seconds += time.perf_counter() - t0
         self.steps_trained += steps
 
     def attach_pool(self, x_pool: np.ndarray) -> "ThiefClassifier":
