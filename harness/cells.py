@@ -175,7 +175,10 @@ class World:
                            "pool": pool.name if pool is not None else None,
                            "pool_samples": len(pool) if pool is not None else None, **v.info},
                 "thief": {"architecture": self.thief_arch, "arch_params": self.thief_arch_params,
-                          **m.thief.model_dump(exclude={"architecture", "arch_params"})}}
+                          **m.thief.model_dump(exclude={"architecture", "arch_params"}),
+                          # which thieves trained on the unqueried pool without labels (thief.unlabelled)
+                          "unlabelled_pool_used_by": [a.id for a in self.scenario.attacks if m.thief.unlabelled
+                                                      and uses_pool(registry.attacks.get(a.plugin), a.params)]}}
 
     def detectors(self, fresh: bool = False) -> dict[str, dt.FittedDetector]:
         """The fitted detectors: fitted here once (``fresh``: ignoring the cache), else loaded from it."""

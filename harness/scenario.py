@@ -251,19 +251,45 @@ class InputSpec(Strict):
         return self
 
 
+class UnlabelledSpec(Strict):
+    """Label-free training of the thief on the pool samples its attack did not query (never a query)."""
+
+    method: Literal["pseudo_label", "consistency", "mixup"] = Field(
+        "pseudo_label", description="pseudo_label: the thief's own confident top-1 on an unqueried sample is its "
+        "target under augmentation; consistency: the thief's answers on two perturbed views agree; mixup: queried "
+        "samples mixed with unqueried ones, the targets mixed alike (the thief's sharpened guess for the unqueried)")
+    weight: float = Field(1.0, ge=0, description="weight of the label-free loss beside the queried samples' loss")
+    threshold: float = Field(0.95, ge=0, lt=1, description="pseudo_label: least thief confidence for a pseudo-label")
+    temperature: float = Field(0.5, gt=0, le=1, description="mixup: sharpening temperature of the thief's guess")
+    alpha: float = Field(0.75, gt=0, description="mixup: the mixing weight is drawn from Beta(alpha, alpha)")
+
+
 class ThiefSpec(Strict):
     """The attacker's substitute model and its training recipe."""
 
     architecture: str | None = Field(None, description="network of the thief; null = the victim's architecture "
                                      "(an MLP for scikit-learn victims)")
     arch_params: dict[str, Any] | None = Field(None, description="architecture parameters; null = the victim's")
-    epochs: int = Field(20, gt=0, description="passes over the stolen set per checkpoint (before min/max steps)")
+    # Defaults measured with benchmarks/attacks_mnist.py (conv3 MNIST victim, digits proxy): 20 epochs within
+    # [60, 300] steps copied it at 0.855 fidelity with 1,500 queries; 50 epochs up to 1,500 steps at 0.86-0.89
+    # (0.81-0.84 at 500) for ~4x the training time; 3,000 steps bought nothing more at 1,500 queries.
+    epochs: int = Field(50, gt=0, description="passes over the stolen set per checkpoint (before min/max steps)")
     min_steps: int = Field(60, gt=0, description="at least this many optimiser steps per checkpoint")
-    max_steps: int = Field(300, gt=0, description="at most this many optimiser steps per checkpoint")
+    max_steps: int = Field(1500, gt=0, description="at most this many optimiser steps per checkpoint")
     batch_size: int = Field(64, gt=0, description="training batch size")
     lr: float = Field(1e-2, gt=0, description="peak learning rate of the one-cycle Adam schedule")
     warm_start: bool = Field(True, description="continue training the previous checkpoint's thief "
                              "(an attacker keeps its model as queries accrue)")
+    augment: bool = Field(False, description="train on randomly shifted, turned and scaled copies of the queried "
+                          "images, each with its original's answer (no extra query); image victims only")
+    unlabelled: UnlabelledSpec | None = Field(None, description="label-free training on the unqueried pool samples "
+                                              "(pool attacks: knockoff, copycat, activethief); a method name or "
+                                              "{method: ..., weight: ...}; null = off")
+
+    @field_validator("unlabelled", mode="before")
+    @classmethod
+    def _method_name(cls, v: Any) -> Any:
+        return {"method": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _steps(self) -> "ThiefSpec":
@@ -814,6 +840,7 @@ def check_scenario(scenario: Scenario) -> None:
                                     path=f"attacks.{i}")
         for det in info.caps.detector_refs(ref.params):
             _check_score_detector(scenario, det, f"attack '{ref.id}' avoids", f"attacks.{i}")
+    _check_thief(scenario)
     _check_detection(scenario)
     _check_ownership(scenario)
     _check_output_folders(scenario)
@@ -823,6 +850,26 @@ def check_scenario(scenario: Scenario) -> None:
         size_of = registry.data_sources.get(attacker.source).caps.static_size
         if size_of is not None:
             check_pool_size(scenario, size_of(attacker.params), f"'{attacker.source}'")
+
+
+def is_image_shape(shape: tuple[int, ...] | list[int]) -> bool:
+    """Whether an input shape (without the batch axis) is an image, (C, H, W) with H, W > 1."""
+    return len(shape) == 3 and shape[1] > 1 and shape[2] > 1
+
+
+def _check_thief(scenario: Scenario) -> None:
+    """thief.augment needs image inputs; thief.unlabelled needs an attack that samples the pool."""
+    thief = scenario.model.thief
+    spec = getattr(scenario.victim.params, "input", None)
+    if thief.augment and (spec is None or not is_image_shape(spec.shape)):
+        shape = f"shape {list(spec.shape)}" if spec is not None else "no declared input shape"
+        raise ScenarioError(f"thief.augment shifts and turns images, but the victim's input has {shape}; it needs "
+                            "images (C, H, W). Leave augment off for tabular victims.", path="thief.augment")
+    if thief.unlabelled is not None and not any(uses_pool(registry.attacks.get(a.plugin), a.params)
+                                                for a in scenario.attacks):
+        raise ScenarioError("thief.unlabelled trains on the unqueried samples of the attacker's pool, but no attack "
+                            "of this scenario samples one (knockoff, copycat, activethief do).",
+                            path="thief.unlabelled")
 
 
 def check_pool_size(scenario: Scenario, size: int, description: str) -> None:

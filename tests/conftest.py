@@ -168,3 +168,12 @@ def mnist_victim(tmp_path_factory):
                          base_dir=Path("."))
     victim = TorchVictim.build(params, vctx)
     return victim, parts["test"], parts["holdout"]
+
+
+@pytest.fixture(scope="session")
+def digits_pool():
+    """scikit-learn's 1,797 digits upscaled to 28x28: the natural proxy pool of the MNIST scenarios."""
+    from stealcheck.adapters.data import DigitsParams, digits
+    from stealcheck.datasets import DataContext
+
+    return digits(DigitsParams(), DataContext((1, 28, 28), (0.0, 1.0), seed=0))

@@ -51,6 +51,8 @@ CASES = {
     "knockoff:adaptive": ({"knockoff": {"strategy": "adaptive", "reward": "all"}},
                           lambda o, b: _flat_oracle(K, o, b), [10, 25]),
     "copycat": ("copycat", lambda o, b: _flat_oracle(K, o, b), [10, 25]),
+    "activethief": ({"activethief": {"strategy": "kcenter", "seed_size": 4, "round_size": 8}},
+                    lambda o, b: _flat_oracle(K, o, b), [10, 25]),
     "jbda": ({"jbda": {"seed_size": 6}}, lambda o, b: _flat_oracle(K, o, b), [7, 20, 50]),
     "dfme": ({"dfme": {"batch_size": 16, "nz": 8, "generator_width": 4}}, lambda o, b: _flat_oracle(K, o, b),
              [50, 120]),

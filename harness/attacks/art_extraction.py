@@ -192,6 +192,16 @@ def knockoff_pool(p: KnockoffParams, ctx: AttackContext) -> Dataset:
     return pool
 
 
+def pool_thief(ctx: AttackContext, pool: Dataset | None = None) -> ThiefClassifier:
+    """A fresh thief that knows the attacker's pool (``pool`` or ``ctx.pool``) when ``thief.unlabelled`` is on:
+    at each fit it trains on the unqueried pool samples without their answers (never a query)."""
+    thief = ctx.make_thief()
+    pool = pool if pool is not None else ctx.pool
+    if ctx.thief_spec.unlabelled is not None and pool is not None:
+        thief.attach_pool(pool.x)
+    return thief
+
+
 def _prefix_attack(ctx: AttackContext, make_art_attack) -> Iterator[tuple[int, ThiefClassifier]]:
     """Run a :class:`NestedPrefixes` attack on a seeded permutation of the pool, through a caching client.
 
@@ -202,10 +212,10 @@ def _prefix_attack(ctx: AttackContext, make_art_attack) -> Iterator[tuple[int, T
     attack = make_art_attack(CachingClient(ctx.oracle))
     x = ctx.pool.x[order[:max(ctx.budgets)]]
     if ctx.thief_spec.warm_start:
-        yield from attack.iter_checkpoints(ctx.budgets, x=x, thieved_classifier=ctx.make_thief())
+        yield from attack.iter_checkpoints(ctx.budgets, x=x, thieved_classifier=pool_thief(ctx))
         return
     for budget in ctx.budgets:
-        yield from attack.iter_checkpoints([budget], x=x, thieved_classifier=ctx.make_thief())
+        yield from attack.iter_checkpoints([budget], x=x, thieved_classifier=pool_thief(ctx))
 
 
 class KnockoffAttack:
@@ -233,7 +243,7 @@ class KnockoffAttack:
             classifier=ctx.oracle, batch_size_fit=spec.batch_size, batch_size_query=1, nb_epochs=spec.epochs,
             nb_stolen=max(ctx.budgets), sampling_strategy="adaptive", reward=p.reward,
             use_probability=p.use_probability, verbose=ctx.progress)
-        yield from attack.iter_checkpoints(ctx.budgets, x=ctx.pool.x, y=ctx.pool.y, thieved_classifier=ctx.make_thief())
+        yield from attack.iter_checkpoints(ctx.budgets, x=ctx.pool.x, y=ctx.pool.y, thieved_classifier=pool_thief(ctx))
 
 
 class CopycatAttack:
