@@ -85,3 +85,76 @@ victims.declare(
     thief_architecture=lambda p: SKLEARN_THIEF,
     supports_output=sklearn_supports_output,
     summary="A scikit-learn classifier with predict_proba: trained here, or loaded from a trusted pickle/joblib file.")
+
+
+# ---------------------------------------------------------------- remote_victim
+
+
+class RemoteVictimParams(BaseModel):
+    model_config = PARAMS_CONFIG
+    url: str | None = Field(None, description="base URL of the Open Inference Protocol endpoint, e.g. "
+                            "http://127.0.0.1:8080; null = the environment variable named by url_env")
+    url_env: str = Field("STEALCHECK_URL", description="environment variable holding the URL when url is null")
+    model: str = Field(description="the model's name at the endpoint (GET /v2/models/{model}); stealcheck serve "
+                       "names it after its scenario")
+    api_key_env: str | None = Field("STEALCHECK_API_KEY", description="environment variable holding the attacker's "
+                                    "API key (Authorization: Bearer), which answers the attacks' queries; null = "
+                                    "send no key (a server run with --no-auth)")
+    evaluation_api_key_env: str | None = Field(
+        "STEALCHECK_EVAL_KEY", description="environment variable holding the evaluation's own API key, which answers "
+        "stealcheck's queries (test set, uniform inputs, honest users, detectors' fitting), counted apart from the "
+        "attacker's; null = send no key")
+    timeout: float = Field(30.0, gt=0, le=3600, description="seconds per request (loading and validate wait at most "
+                           "5 s for the metadata)")
+    max_batch: int | None = Field(None, gt=0, description="samples per request; null = the endpoint's declared "
+                                  "max_batch (else 256); never more than the endpoint's")
+    retries: int = Field(5, ge=0, le=100, description="retries of a request after a 429 with Retry-After (rate "
+                         "limit), a 5xx or a connection error; a 429 without Retry-After (quota exhausted) is not "
+                         "retried")
+    backoff: float = Field(0.5, ge=0, le=600, description="seconds before the first retry after a 5xx or connection "
+                           "error, doubled at each retry (a 429 waits its Retry-After)")
+    max_wait: float = Field(60.0, ge=0, le=3600, description="the longest single wait between retries, in seconds")
+    max_queries: int | None = Field(None, gt=0, description="client-side hard cap on the samples one process sends "
+                                    "under the attacker's key (null = none: the oracle already refuses queries "
+                                    "past each attack's budget)")
+    nb_classes: int | None = Field(None, gt=1, description="number of classes; null = the endpoint's metadata")
+    input: InputSpec | None = Field(None, description="input shape and range; null (or keys left out) = the "
+                                    "endpoint's metadata (the server normalises: mean/std are not used)")
+    thief_architecture: str | None = Field(None, description="default thief when thief.architecture is null: "
+                                           "null = conv3 for image inputs (C, H, W), an MLP (hidden [64]) otherwise")
+    binary: bool | None = Field(None, description="send inputs and read answers as raw little-endian bytes (the "
+                                "binary tensor data extension: no numbers printed and parsed as text); null = when "
+                                "the endpoint lists binary_tensor_data at GET /v2 (filled in at load)")
+    input_name: str = Field("input", description="name of the input tensor sent (filled in from the endpoint's "
+                            "metadata)")
+    input_datatype: Literal["FP32", "FP64"] = Field("FP32", description="datatype of the input tensor sent "
+                                                    "(filled in from the endpoint's metadata)")
+    output_name: str | None = Field(None, description="the output read from answers; null = 'probabilities' "
+                                    "(filled in from the endpoint's metadata)")
+
+
+def remote_thief(p: RemoteVictimParams) -> tuple[str, dict]:
+    """The default thief of a remote victim: its architecture is unknown, so conv3 for images, else an MLP."""
+    if p.thief_architecture is not None:
+        return p.thief_architecture, {}
+    shape = p.input.shape if p.input is not None else []
+    return ("conv3", {}) if len(shape) == 3 else SKLEARN_THIEF
+
+
+def _complete_remote(section: dict, path: str) -> dict:
+    from stealcheck.adapters.remote_victim import complete_section
+
+    return complete_section(section, path)
+
+
+victims.declare(
+    "remote", "stealcheck.adapters.remote_victim:RemoteVictim",
+    params=RemoteVictimParams,
+    needs_training_data=False,
+    thief_architecture=remote_thief,
+    supports_output=lambda p, mode: mode != "leaf",
+    remote=True,
+    complete=_complete_remote,
+    summary="A model behind an Open Inference Protocol endpoint (stealcheck serve, KServe, MLServer, Triton), "
+            "queried over HTTP with separate attacker and evaluation API keys; shapes, classes and output mode come "
+            "from its metadata.")

@@ -79,14 +79,19 @@ class DefenceCapabilities(Capabilities):
 class DetectorCapabilities(Capabilities):
     """What a detector needs and how it answers (the Detector class attributes of the same names)."""
 
+    FUNCTIONS = ("needs_logits",)
+
     per_client: bool = False
     needs_network: bool = False
     needs_outliers: bool = False
     replaces_victim: bool = False
+    #: params -> whether it reads the victim's logits (a PyTorch victim's internals), e.g. energy at temperature 1
+    needs_logits: Callable[[Any], bool] = _constant(False)
 
     @classmethod
     def _from_implementation(cls, obj: Any) -> dict[str, Any]:
-        return {f.name: bool(getattr(obj, f.name)) for f in fields(cls) if obj is not None and hasattr(obj, f.name)}
+        return {f.name: bool(getattr(obj, f.name)) for f in fields(cls)
+                if obj is not None and hasattr(obj, f.name) and f.name not in cls.FUNCTIONS}
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,14 @@ class VictimCapabilities(Capabilities):
     supports_output: Callable[[Any, str], bool] = lambda p, mode: mode != "leaf"
     #: params -> (architecture, arch_params) of the default thief; None = known only at run time
     thief_architecture: Callable[[Any], tuple[str, dict]] | None = None
+    #: the victim answers from outside this process (kind: remote): nothing of its internals is known (no
+    #: network, logits or parameters for detectors), and what it answers may change behind its address, so
+    #: its cells' results are never reused from the cache (resume still works through the journal)
+    remote: bool = False
+    #: (victim section as written, key path) -> the same section with what it leaves out filled in (a
+    #: remote endpoint's metadata), raising ScenarioError for what cannot work; called once when the
+    #: scenario is loaded (stealcheck.scenario.complete_scenario). None = nothing to fill in
+    complete: Callable[[dict, str], dict] | None = None
 
 
 @dataclass(frozen=True)

@@ -194,11 +194,15 @@ class World:
             self._benign[det_id] = np.asarray(self.detectors()[det_id].detector.score(x), dtype=np.float64)
         return self._benign[det_id]
 
-    def oracle(self, defence_id: str, budget: int | None) -> Oracle:
-        """The victim served through a defence (and, for an active one, its detector)."""
+    def oracle(self, defence_id: str, budget: int | None, evaluation: bool = False) -> Oracle:
+        """The victim served through a defence (and, for an active one, its detector).
+
+        Its queries go through the victim's attacker door (:meth:`Victim.attacker_predict`), or with
+        ``evaluation`` through the evaluation's own (honest users of the utility cells): the same
+        answers in process, two API keys counted apart for a remote victim."""
         d = next(d for d in self.scenario.defences if d.id == defence_id)
         info = registry.defences.get(d.plugin)
-        answer = self.victim.predict_proba
+        answer = self.victim.predict_proba if evaluation else self.victim.attacker_predict
         if info.caps.needs_detector:
             f = self.detectors()[d.params.detector]
             served = info.obj.build(d.params, self.victim.nb_classes, detector=f.detector,
@@ -256,7 +260,7 @@ def _victim_cell(w: World, cell: Cell) -> CellResult:
     if not w.cache.has("cells", cell.key):
         with w.cache.writer("cells", cell.key) as tmp:
             (tmp / "victim.json").write_text(json.dumps(summary, default=str))
-    return CellResult(cell.name, cell.label, summary=summary)
+    return CellResult(cell.name, cell.label, summary={**summary, **remote_usage(w.victim)})
 
 
 def _detectors_cell(w: World, cell: Cell) -> CellResult:
@@ -274,11 +278,11 @@ def _detectors_cell(w: World, cell: Cell) -> CellResult:
         with w.cache.writer("cells", cell.key) as tmp:
             (tmp / "detectors.json").write_text(json.dumps(summary, default=str))
     rows = dt.detector_rows(fitted, w.victim, w.test, defender.evaluation.x[:1000], w.victim.description)
-    return CellResult(cell.name, cell.label, rows, summary)
+    return CellResult(cell.name, cell.label, rows, {**summary, **remote_usage(w.victim)})
 
 
 def _utility_cell(w: World, cell: Cell) -> CellResult:
-    oracle = w.oracle(cell.defence, None)
+    oracle = w.oracle(cell.defence, None, evaluation=True)
     np.random.seed(derive_seed(w.scenario.model.data_seed, "utility", cell.defence))  # GaussianNoise uses np.random
     x = w.test.x
     answers = [oracle.predict(x[i:i + HONEST_BATCH], client_id="honest-users") for i in range(0, len(x), HONEST_BATCH)]
@@ -287,7 +291,8 @@ def _utility_cell(w: World, cell: Cell) -> CellResult:
             if info.caps.scope == "utility" and not info.caps.computed_by_runner]
     rows += service_rows(oracle.clients["honest-users"])
     return CellResult(cell.name, cell.label, [{"kind": "utility", "victim": w.victim.description, "defence": cell.defence,
-                                               "attack": "", "budget": "", "seed": "", **r} for r in rows])
+                                               "attack": "", "budget": "", "seed": "", **r} for r in rows],
+                      summary=remote_usage(w.victim))
 
 
 def _extraction_cell(w: World, cell: Cell) -> CellResult:
@@ -307,6 +312,7 @@ def _extraction_cell(w: World, cell: Cell) -> CellResult:
         oracle.client_id = cell.name
     ctx = w.attack_context(oracle, budgets, attack_seed(data_seed, cell.seed, a.id))
     metrics = [info for info in registry.metrics.items() if info.name in extraction_metric_names()]
+    server_count = ServerCount(w.victim)
     cell_rows: list[dict] = []
     copies: dict[int, dict] = {}  # budget -> the thief's weights, kept for the ownership cells
     elapsed, tick = 0.0, time.perf_counter()
@@ -319,6 +325,7 @@ def _extraction_cell(w: World, cell: Cell) -> CellResult:
         rows = [{"metric": info.name, "value": info.obj(ev)} for info in metrics]
         rows.append({"metric": "attack_seconds", "value": round(elapsed, 3)})
         rows += service_rows(oracle.clients.get(oracle.client_id, ClientRecord()))
+        rows += server_count.rows()
         # Attack-specific figures (e.g. unknowns of an extracted linear model), then the evaluation-only ones:
         # the copy's parameters against the victim's (never on the oracle: the attack does not see them).
         extra = getattr(thief, "extra_metrics", None)
@@ -341,7 +348,7 @@ def _extraction_cell(w: World, cell: Cell) -> CellResult:
                 from .ownership.deploy import keep_copies
 
                 keep_copies(tmp, copies, oracle)
-    return CellResult(cell.name, cell.label, cell_rows)
+    return CellResult(cell.name, cell.label, cell_rows, summary=remote_usage(w.victim))
 
 
 def _detection_cell(w: World, cell: Cell) -> CellResult:
@@ -360,9 +367,10 @@ def _detection_cell(w: World, cell: Cell) -> CellResult:
             return CellResult(cell.name, cell.label)
     fitted = w.detectors()
     t0 = time.perf_counter()
+    remote = registry.victims.get(w.scenario.victim.kind).caps.remote  # its answers may have changed since
     queries = dt.collect_attack_queries(w.scenario, a, budgets, w.victim,
                                         lambda oracle, b: w.attack_context(oracle, b, seed),
-                                        Cache(w.ctx.cache_dir, read=not w.ctx.fresh), cell.key)
+                                        Cache(w.ctx.cache_dir, read=not (w.ctx.fresh or remote)), cell.key)
     log.info("detection: %s queries collected (%.1fs)", a.id, time.perf_counter() - t0)
     benign_x = w.defender.evaluation.x
     result = CellResult(cell.name, cell.label)
@@ -407,6 +415,42 @@ def service_rows(record: ClientRecord) -> list[dict]:
     return [{"metric": "answered_share", "value": record.answered_share},
             {"metric": "latency_mean_ms", "value": latency["mean_ms"]},
             {"metric": "latency_p95_ms", "value": latency["p95_ms"]}]
+
+
+class ServerCount:
+    """A remote victim's count of the attacker's queries during one cell, as the server reports it.
+
+    Rows ``server_queries_used`` beside the oracle's own ``queries_used`` (counted on this side):
+    the samples the server charged the attacker's key since the cell began. Exact when one process
+    uses the key at a time (the local executor); with several Dask workers sharing the key it also
+    counts the others' queries made meanwhile. No rows for in-process victims, or when the server
+    reports no count."""
+
+    IDENTITY = "attacker"
+
+    def __init__(self, victim: Victim):
+        self.usage = victim.usage
+        self.start = self._now()
+
+    def _now(self) -> tuple[int | None, int | None]:
+        """(the server's last reported count, its count before this process's first query)."""
+        if self.usage is None:
+            return None, None
+        u = self.usage().get(self.IDENTITY, {})
+        return u.get("server_queries_used"), u.get("server_queries_before")
+
+    def rows(self) -> list[dict]:
+        last, before = self._now()
+        if last is None:
+            return []
+        start = self.start[0] if self.start[0] is not None else before
+        return [{"metric": "server_queries_used", "value": float(last - start)}]
+
+
+def remote_usage(victim: Victim) -> dict:
+    """summary.json's ``remote_queries`` (remote victims): what each client identity of this process sent,
+    counted here and by the server, so far; empty for in-process victims."""
+    return {"remote_queries": victim.usage()} if victim.usage is not None else {}
 
 
 def attack_pool_size(a, info, pool: Dataset | None, data: Data) -> int | None:

@@ -1,4 +1,4 @@
-"""The ``stealcheck`` command line: run, plan, validate, list, report.
+"""The ``stealcheck`` command line: run, plan, validate, list, report, serve.
 
 Exit codes: 0 success; 1 the run finished but an expectation gate failed; 2 invalid input
 (scenario, file, incompatible choices); 3 the run itself failed, or some of its cells did (see
@@ -61,6 +61,30 @@ def _parser() -> argparse.ArgumentParser:
                      + " (singular works too)")
     lst.add_argument("--debug", action="store_true", help="show tracebacks")
 
+    srv = sub.add_parser("serve", help="serve the scenario's victim behind one of its defences (Open Inference "
+                         "Protocol, REST)")
+    srv.add_argument("scenario", help="scenario YAML file or shipped scenario name; its victim is trained or loaded "
+                     "from the cache exactly as `stealcheck run` does")
+    srv.add_argument("--defence", required=True, metavar="ID", help="id of one of the scenario's defences (e.g. none, "
+                     "reverse_sigmoid, or an active defence with its detector)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080)")
+    auth = srv.add_mutually_exclusive_group(required=True)
+    auth.add_argument("--keys", metavar="FILE", help="API keys file (YAML: keys: [{client, key | key_sha256, quota, "
+                      "rate_limit, burst, admin, undefended}])")
+    auth.add_argument("--no-auth", action="store_true", help="serve without API keys (anyone who can reach the port "
+                      "may query; no quotas)")
+    srv.add_argument("--model-name", metavar="NAME", help="the model's name in the API (default: the scenario's name)")
+    srv.add_argument("--max-batch", type=_positive, default=256, metavar="N",
+                     help="most samples in one request (default 256; larger batches get 413)")
+    srv.add_argument("--max-body-mb", type=float, default=4.0, metavar="MB",
+                     help="largest request body in MiB (default 4; larger bodies get 413)")
+    srv.add_argument("--clip-inputs", action="store_true",
+                     help="clip input values into the declared range instead of refusing them (400)")
+    srv.add_argument("--audit-log", metavar="FILE", help="append-only JSONL audit log, also the quota ledger "
+                     "(default: <output.dir>/serve/<model>-<defence>.audit.jsonl)")
+    srv.add_argument("--debug", action="store_true", help="show tracebacks")
+
     rep = sub.add_parser("report", help="rebuild report.html of a run folder from its results (no re-run)")
     rep.add_argument("run_dir")
     rep.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -71,6 +95,13 @@ def _positive(text: str) -> int:
     value = _non_negative(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got {text!r}")
     return value
 
 
@@ -126,12 +157,17 @@ def load_and_check(name: str):
     pre-flight checks of files, user code and data shapes (:mod:`.preflight`). What `validate` does,
     and what `run` does before it creates the run folder."""
     from .preflight import check_inputs
-    from .scenario import load_scenario
+    from .scenario import complete_scenario, load_scenario
 
-    scenario = load_scenario(resolve_scenario_path(name))
+    # complete: what a remote victim's section leaves out comes from its endpoint (which is contacted here)
+    scenario = complete_scenario(load_scenario(resolve_scenario_path(name)))
     try:
         check_inputs(scenario)
     except ScenarioError as exc:
+        if "input" in scenario.filled_in and (exc.path or "").startswith("victim.input"):
+            said = exc.message.split("; set input:")[0].rstrip(".")  # the endpoint's shape is not the file's to set
+            exc = ScenarioError(said + ". (The victim's input shape and range come from the endpoint's metadata "
+                                "here: the data must fit the endpoint's model.)", path=exc.path)
         raise scenario.locate(exc) from None
     return scenario
 
@@ -238,6 +274,36 @@ def _wrapped(head: str, text: str, width: int, indent: int, hang: int) -> str:
                          subsequent_indent=" " * (indent + hang), break_on_hyphens=False)
 
 
+def cmd_serve(args) -> int:
+    import math
+
+    from .serve import Limits, build_service, load_keys, serve
+
+    if not (math.isfinite(args.max_body_mb) and args.max_body_mb > 0):
+        raise ScenarioError(f"--max-body-mb must be a positive number; got {args.max_body_mb}.")
+    keys = load_keys(args.keys, args.max_batch) if args.keys else None
+    scenario = load_and_check(args.scenario)
+    if args.no_auth and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"stealcheck: warning: serving on {args.host} without API keys: anyone who can reach the port may "
+              "query the model", file=sys.stderr)
+    limits = Limits(max_batch=args.max_batch, max_body=int(args.max_body_mb * 1024 * 1024),
+                    clip_inputs=args.clip_inputs)
+    print(f"preparing the victim of {args.scenario} (trained, or loaded from the cache, as `stealcheck run` does)...",
+          file=sys.stderr)
+    try:
+        service = build_service(scenario, args.defence, keys=keys, audit_log=args.audit_log, name=args.model_name,
+                                limits=limits)
+    except ScenarioError as exc:
+        raise scenario.locate(exc) from None
+    url = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}"
+    print(f"serving model '{service.name}' behind defence '{args.defence}' at {url}/v2/models/{service.name}\n"
+          f"  keys: {'none (--no-auth)' if keys is None else f'{len(keys)} client(s) from {args.keys}'}; "
+          f"audit log: {service.audit.path}\n  Ctrl-C (or SIGTERM) stops it after the requests in flight.",
+          file=sys.stderr)
+    serve(service, args.host, args.port)
+    return EXIT_OK
+
+
 def cmd_report(args) -> int:
     from .reports import build_report
 
@@ -255,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_INVALID
-    handlers = {"run": cmd_run, "plan": cmd_plan, "validate": cmd_validate, "list": cmd_list, "report": cmd_report}
+    handlers = {"run": cmd_run, "plan": cmd_plan, "validate": cmd_validate, "list": cmd_list, "report": cmd_report,
+                "serve": cmd_serve}
     try:
         return handlers[args.command](args)
     except ScenarioError as exc:

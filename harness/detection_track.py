@@ -180,7 +180,7 @@ def collect_attack_queries(scenario: Scenario, attack: PluginRef, budgets: list[
         with np.load(cache.path("queries", key) / "queries.npz") as z:
             return {b: z[f"b{b}"] for b in budgets}
     largest = max(budgets)
-    oracle = Oracle(victim.predict_proba, victim.input_shape, victim.nb_classes, victim.clip_values,
+    oracle = Oracle(victim.attacker_predict, victim.input_shape, victim.nb_classes, victim.clip_values,
                     output_mode=scenario.victim.output, top_k=scenario.victim.top_k, budget=largest,
                     record_limit=largest)
     plugin = registry.attacks.get(attack.plugin).obj(attack.params)

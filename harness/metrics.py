@@ -143,6 +143,8 @@ def _runner_written(name: str, scope: str, doc: str) -> None:
     metrics.register(name, scope=scope, computed_by_runner=True)(metric)
 
 
+_runner_written("server_queries_used", "extraction", "kind: remote only: queries the endpoint reported charging "
+                "the attacker's key since the cell began (beside queries_used, counted on this side)")
 _runner_written("answered_share", "service", "Share of the client's queries answered in full (not refused, "
                 "not downgraded, not misinformed)")
 _runner_written("latency_mean_ms", "service", "Mean response time per query in milliseconds, proof-of-work included")

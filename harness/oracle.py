@@ -117,6 +117,7 @@ class Oracle(BlackBoxClassifier):
         self.record_limit = record_limit  # data-free attacks send millions of inputs: keep the first ones
         self.client_id = client_id
         self.clients: dict[str, ClientRecord] = {}
+        self.last_answered = np.zeros(0, dtype=bool)
         if output_mode == "leaf" and leaf_predict is None:
             raise ValueError("output mode 'leaf' needs a decision-tree victim (one that reports leaf ids)")
         self.leaf_predict = leaf_predict  # tree victims: x -> node id (NaN features stop at their node)
@@ -142,6 +143,7 @@ class Oracle(BlackBoxClassifier):
         out, answered, extra = self._respond(x, cid)
         per_query = (time.perf_counter() - start - float(extra.sum())) / max(1, len(x)) + extra
         record.answered += int(answered.sum())
+        self.last_answered = answered  # which queries of this batch were answered in full
         record.seconds_total += float(per_query.sum())
         if keep_n:
             record.latencies.append(per_query[:keep_n])

@@ -109,6 +109,8 @@ def plan(scenario: Scenario, version: str | None = None) -> list[Cell]:
              "detection": m.detection.model_dump(mode="json"), "data": data, "version": version}), (victim.key,))
         cells.append(detectors)
     driven = driven_defences(scenario)
+    # A remote victim can change behind its address: its cells are recomputed every run (not reused).
+    cache_cells = m.output.cache_cells and not registry.victims.get(scenario.victim.kind).caps.remote
 
     def needs(detector_user: bool) -> tuple[str, ...]:
         return (victim.key, detectors.key) if detector_user and detectors else (victim.key,)
@@ -130,7 +132,7 @@ def plan(scenario: Scenario, version: str | None = None) -> list[Cell]:
                                    "budgets": scenario.budgets_of(a), "evaluation": m.evaluation.model_dump(),
                                    "metrics": extraction_metric_names(), "deps": deps})
                 cells.append(Cell("extraction", cell_key("extraction", d.id, a.id, seed), f"{a.id} x {d.id} seed {seed}",
-                                  key, deps, d.id, a.id, seed, cached=m.output.cache_cells))
+                                  key, deps, d.id, a.id, seed, cached=cache_cells))
     if detectors:
         seed = m.seeds[0]
         for a in detection_attacks(scenario):

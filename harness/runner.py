@@ -31,7 +31,7 @@ from .plan import plan, planned_cells
 from .progress import CellProgress, TerminalWarnings, show_progress_bars
 from .results import ResultsStore, RunSummary, read_results, read_summary
 from .rundir import discard_run_dir, git_revision, package_versions, resolve_run_dir
-from .scenario import Scenario
+from .scenario import Scenario, complete_scenario
 
 log = logging.getLogger("stealcheck")
 
@@ -73,6 +73,7 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, resum
     folder again, as long as no cell has finished. A resumed folder is never removed.
     """
     clock_start = time.monotonic()  # the session's wall time includes preparing the victim
+    scenario = complete_scenario(scenario)  # a remote victim's metadata (done once: load_and_check did it)
     run_dir = resolve_run_dir(scenario, out_dir, resume)
     held = logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1)  # flushed by hand
     log.addHandler(held)
@@ -158,7 +159,8 @@ def _run(scenario: Scenario, ctx: RunContext, run_dir: Path, resume: bool, quiet
         "budgets": m.budgets,
         "attack_budgets": {a.id: scenario.budgets_of(a) for a in scenario.attacks},
         "data_seed": m.data_seed,
-        "scenario_as_written": scenario.as_written,
+        "scenario_as_written": scenario.written_by_user,
+        "victim_filled_in": scenario.filled_in,  # what a remote endpoint's metadata filled in (kind: remote)
         "scenario_resolved": scenario.resolved_dict(),
         "attacks": {a.id: a.plugin for a in scenario.attacks},
         "defences": {d.id: d.plugin for d in scenario.defences},

@@ -517,6 +517,13 @@ class Scenario:
     ownership: list[PluginRef] = dataclass_field(default_factory=list)
     #: key path -> line number in the scenario file, to point run-time errors at the right line
     lines: dict[tuple, int] = dataclass_field(default_factory=dict, repr=False, compare=False)
+    #: the victim's keys that :func:`complete_scenario` filled in or completed (a remote endpoint's metadata):
+    #: key -> value. ``as_written`` holds them too, since workers rebuild the scenario from it.
+    filled_in: dict[str, Any] = dataclass_field(default_factory=dict)
+    #: the scenario as the user's file says, when :func:`complete_scenario` changed ``as_written``
+    user_written: Any = None
+    #: whether :func:`complete_scenario` has run (it runs once, when the scenario is loaded)
+    completed: bool = False
 
     def locate(self, exc: ScenarioError) -> ScenarioError:
         """``exc`` with the scenario file and the line of its key path filled in (when it has none)."""
@@ -527,6 +534,11 @@ class Scenario:
     @property
     def name(self) -> str:
         return self.model.name
+
+    @property
+    def written_by_user(self) -> Any:
+        """The scenario as its file says, without what :func:`complete_scenario` filled in."""
+        return self.as_written if self.user_written is None else self.user_written
 
     @property
     def base_dir(self) -> Path:
@@ -596,6 +608,36 @@ def load_scenario(path: str | Path) -> Scenario:
     except ScenarioError as exc:
         where = exc.where or _where(lines, str(path), exc.path)
         raise ScenarioError(exc.message, where=where, path=exc.path) from None
+
+
+def complete_scenario(scenario: Scenario) -> Scenario:
+    """The scenario with what its victim section leaves out filled in from outside, once.
+
+    A victim kind with the ``complete`` capability (kind: remote reads its endpoint's metadata:
+    input shape and range, classes, output mode) gets its section as written and returns it
+    completed, or raises ScenarioError. The filled-in section replaces the one in ``as_written``,
+    from which plan, data loading and Dask workers rebuild the scenario, so all of them see the
+    same values; the file itself is never changed (``written_by_user`` is what it says).
+    Other victims, and a scenario completed already, are returned as they are.
+    """
+    if scenario.completed:
+        return scenario
+    complete = registry.victims.get(scenario.victim.kind).caps.complete
+    if complete is None or not isinstance(scenario.as_written, dict):
+        object.__setattr__(scenario, "completed", True)
+        return scenario
+    written = dict(scenario.as_written["victim"])
+    try:
+        section = complete(written, "victim")
+        filled = {k: v for k, v in section.items() if k not in written or written[k] != v}
+        done = build_scenario({**scenario.as_written, "victim": section}, source=scenario.source_path)
+    except ScenarioError as exc:
+        raise scenario.locate(exc) from None
+    object.__setattr__(done, "lines", scenario.lines)
+    object.__setattr__(done, "filled_in", filled)
+    object.__setattr__(done, "user_written", scenario.as_written)
+    object.__setattr__(done, "completed", True)
+    return done
 
 
 def build_scenario(data: Any, source: str | None = None) -> Scenario:
@@ -735,6 +777,9 @@ def check_scenario(scenario: Scenario) -> None:
         raise ScenarioError("the victim is trained by stealcheck (no model file given), so data.victim_train is "
                             "required.", path="data")
     offered = scenario.victim.output
+    if offered == "leaf" and caps.remote:
+        raise ScenarioError("output: leaf cannot be used with a remote victim: its leaf ids are the model's internals, "
+                            "and stealcheck reads an endpoint's probabilities output only.", path="victim.output")
     if offered == "leaf" and not caps.supports_output(scenario.victim.params, "leaf"):
         raise ScenarioError("output: leaf (leaf ids, as BigML served them) needs a decision-tree victim, e.g. "
                             "kind: sklearn with model: decision_tree.", path="victim.output")
@@ -849,14 +894,15 @@ def benign_role(scenario: Scenario) -> str:
     return "benign" if "benign" in scenario.data else "test"
 
 
-def _check_score_detector(scenario: Scenario, det: Any, who: str, path: str) -> None:
-    """``det`` names a declared detector that scores single queries (not a per-client one)."""
+def _check_score_detector(scenario: Scenario, det: Any, who: str, path: str, per_client_ok: bool = False) -> None:
+    """``det`` names a declared detector that scores single queries (or, with ``per_client_ok``, flags clients:
+    an active defence then acts on a client's queries from its flag on, see stealcheck.defences.active)."""
     detector_ids = {d.id: d for d in scenario.detectors}
     if det not in detector_ids:
         known = ", ".join(detector_ids) or "none declared"
         raise ScenarioError(f"{who} detector '{det}', which the scenario's detectors list does not declare."
                             f"{did_you_mean(str(det), list(detector_ids))} Known: {known}.", path=path)
-    if registry.detectors.get(detector_ids[det].plugin).caps.per_client:
+    if registry.detectors.get(detector_ids[det].plugin).caps.per_client and not per_client_ok:
         raise ScenarioError(f"{who} detector '{det}', which flags clients (per-client history) instead of scoring "
                             "single queries: a per-query score is needed.", path=path)
 
@@ -880,6 +926,16 @@ def _check_detection(scenario: Scenario) -> None:
             raise ScenarioError(f"detector '{ref.id}' trains on an outlier set, so data.{spec.outliers} is required "
                                 "(e.g. {source: glyphs}); it must differ from the attacker's pool.",
                                 path=f"detectors.{i}")
+        if info.caps.needs_network and registry.victims.get(scenario.victim.kind).caps.remote:
+            raise ScenarioError(f"detector '{ref.id}' builds networks of the victim's architecture (its internals), "
+                                f"which a remote victim (kind: {scenario.victim.kind}) does not reveal. Use a detector "
+                                "that needs only the victim's answers (e.g. fusion, msp, prada), or run it against "
+                                "the model in process (kind: torch).", path=f"detectors.{i}")
+        if info.caps.needs_logits(ref.params) and scenario.victim.kind != "torch":
+            raise ScenarioError(f"detector '{ref.id}' reads the victim's logits, which only a PyTorch victim (kind: "
+                                f"torch) exposes; this victim is '{scenario.victim.kind}' (probabilities only). "
+                                "For the energy detector, set temperature != 1 for its probability-only variant, or "
+                                "use msp.", path=f"detectors.{i}")
         if info.caps.needs_network and scenario.victim.kind != "torch":
             raise ScenarioError(f"detector '{ref.id}' builds networks of the victim's architecture, which needs a "
                                 f"PyTorch victim (kind: torch); this victim is '{scenario.victim.kind}'.",
@@ -889,7 +945,7 @@ def _check_detection(scenario: Scenario) -> None:
         if not info.caps.needs_detector:
             continue
         _check_score_detector(scenario, getattr(ref.params, "detector", None),
-                              f"defence '{ref.id}' is driven by", f"defences.{i}.detector")
+                              f"defence '{ref.id}' is driven by", f"defences.{i}.detector", per_client_ok=True)
 
 
 def is_ownership_suspect(name: str) -> bool:

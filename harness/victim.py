@@ -47,6 +47,14 @@ class Victim:
     #: linear victims only: white-box parameters {family, W (d x k), b (k)}, for evaluation only: the
     #: extraction cell compares each copy with them after the attack; never on the oracle or in an attack's context.
     parameters: dict[str, Any] | None = None
+    #: the attacker's door: what the oracle calls to answer an attack's queries (x -> probabilities, float64).
+    #: None = :meth:`predict_proba`, as for every in-process victim. A remote victim answers the attacker
+    #: under the attacker's API key here, and the evaluation's own queries (``predict_proba``: test set,
+    #: uniform inputs, detectors' fitting) under a separate one, so that the two are counted apart.
+    query: Callable[[np.ndarray], np.ndarray] | None = None
+    #: remote victims: () -> {identity: {queries, requests, retries, server_queries_used, ...}}, what each
+    #: client identity sent (counted here) and what the server reports having charged it; None elsewhere
+    usage: Callable[[], dict[str, dict[str, Any]]] | None = None
 
     def logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray | None:
         """The victim's logits (PyTorch victims), else None."""
@@ -61,6 +69,10 @@ class Victim:
                 out.append(self.network(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size],
                                                                              dtype=np.float32))).numpy())
         return np.concatenate(out).astype(np.float64) if out else np.empty((0, self.nb_classes))
+
+    def attacker_predict(self, x: np.ndarray) -> np.ndarray:
+        """What an attacker's query gets from the victim before any defence (the oracle's input)."""
+        return self.query(x) if self.query is not None else self.predict_proba(x)
 
     def predict_proba(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Raw (undefended) class probabilities."""

@@ -140,7 +140,7 @@ def test_detection_gate(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ({"defences": [{"reject": {"detector": "same"}}]}, "does not declare"),
-    ({"defences": [{"reject": {"detector": "prada"}}]}, "flags clients"),
+    ({"attacks": [{"knockoff": {"avoid_detector": "prada"}}]}, "flags clients"),
     ({"detectors": ["oe"]}, "data.outliers is required"),
     ({"detection": {"attacks": ["knockof"]}}, "Did you mean 'knockoff'"),
     ({"detection": {"benign": "nope"}}, "nope"),
@@ -150,6 +150,13 @@ def test_detection_gate(tmp_path):
 def test_bad_detection_config(change, message):
     with pytest.raises(ScenarioError, match=message):
         build_scenario(detection_scenario(**change))
+
+
+def test_an_active_defence_may_be_driven_by_a_per_client_detector():
+    # PRADA flags clients: reject / pow / misinformation act on a client's queries from its flag on
+    # (stealcheck serve keeps one history per API key).
+    scenario = build_scenario(detection_scenario(defences=[{"reject": {"detector": "prada"}}]))
+    assert scenario.defences[0].params.detector == "prada"
 
 
 def test_cost_ratio_times_victim_and_detector_alternately():

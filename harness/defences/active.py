@@ -72,6 +72,8 @@ class _ScoredDefence:
     def __init__(self, detector: Any, tau: float):
         self.detector = detector
         self.tau = float(tau)
+        #: the scores of the last batch scored (``stealcheck serve`` writes them to its audit log)
+        self.last_scores: np.ndarray = np.empty(0)
 
     def query_scores(self, x: np.ndarray, client_id: str) -> np.ndarray:
         """Detector score per query; for per-client detectors +inf once the client is flagged, else -inf."""
@@ -80,8 +82,10 @@ class _ScoredDefence:
             scores = np.full(len(x), -np.inf)
             if flagged_from is not None:
                 scores[flagged_from:] = np.inf
-            return scores
-        return np.asarray(self.detector.score(x), dtype=np.float64).reshape(len(x))
+        else:
+            scores = np.asarray(self.detector.score(x), dtype=np.float64).reshape(len(x))
+        self.last_scores = scores
+        return scores
 
 
 def _uniform(n: int, nb_classes: int) -> np.ndarray:

@@ -39,7 +39,7 @@ class EnergyParams(BaseModel):
                                "Liu et al. use 1")
 
 
-@detectors.register("energy", params=EnergyParams)
+@detectors.register("energy", params=EnergyParams, needs_logits=lambda p: p.temperature == 1.0)
 class EnergyDetector(Detector):
     """Energy score of the plain victim (Liu et al., NeurIPS 2020): score = E(x) = -T * logsumexp(logits(x) / T).
 

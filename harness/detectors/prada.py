@@ -44,10 +44,16 @@ def _shapiro_w(d: np.ndarray):
 
     scipy's nan-policy wrapper inspects signatures on every call: 4/5 of the cost of testing after
     each query. The wrapped function is the same test (same result), called directly when present.
+    Past 5,000 distances scipy warns that the *p-value* may be inaccurate; PRADA uses the statistic W,
+    so that warning (once per query of a long-lived client) is silenced.
     """
+    import warnings
+
     from scipy.stats import shapiro
 
-    return getattr(shapiro, "__wrapped__", shapiro)(d)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*computed p-value may not be accurate")
+        return getattr(shapiro, "__wrapped__", shapiro)(d)
 
 
 class PradaParams(BaseModel):
