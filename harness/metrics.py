@@ -202,8 +202,8 @@ for _name, _doc in (("phi_acc", "Interactions: accuracy honest users get from th
                     ("trigger_accuracy", "Interactions: the backdoor watermark's trigger accuracy through the API"),
                     ("ownership_confidence", "Interactions: 1 - p of an ownership scheme's verification"),
                     ("measure_seconds", "Interactions: seconds to measure the deployment"),
-                    ("conflict", "Interactions: 1 when the pair conflicts (on the figure in the scheme column, or "
-                                 "on any), else 0"),
+                    ("conflict", "Interactions: 1 when the pair conflicts (on any figure), else 0"),
+                    ("phi_conflict", "Interactions: 1 when the pair conflicts on the figure in the scheme column"),
                     ("phi_drop", "Interactions: how far the pair is worse than the defence alone on the figure in "
                                  "the scheme column (fraction; positive = worse)"),
                     ("risk_change", "Interactions: change of the other risk in the scheme column against no defence")):

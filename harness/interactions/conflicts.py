@@ -160,9 +160,9 @@ def format_matrix(matrix: dict) -> str:
 
 
 def matrix_rows(matrix: dict, victim: str) -> list[dict]:
-    """results.csv rows (kind 'interaction') of the conflict rule, for gates: per pair ``conflict`` (1/0,
-    scheme column empty) and, per checked figure, ``conflict`` and ``phi_drop`` with the figure's symbol in
-    the scheme column; per deployment and risk, ``risk_change`` with the risk in the scheme column."""
+    """results.csv rows of the conflict rule, for gates: per pair ``conflict`` (1/0) and, per checked figure,
+    ``phi_conflict`` (1/0) and ``phi_drop`` with the figure's symbol (and, for a defence's own figure, ':'
+    and the defence) in the scheme column; per deployment and risk, ``risk_change`` with the risk there."""
     rows = []
 
     def row(defence: str, metric: str, value: float, scheme: str = "") -> dict:
@@ -175,7 +175,7 @@ def matrix_rows(matrix: dict, victim: str) -> list[dict]:
         rows.append(row(pid, "conflict", float(cell["status"] == "conflict")))
         for c in cell["checked"]:
             name = c["phi"] if c["against"] in ("", None) or c["figure"] == "phi_acc" else f"{c['phi']}:{c['against']}"
-            rows.append(row(pid, "conflict", float(c["failed"]), name))
+            rows.append(row(pid, "phi_conflict", float(c["failed"]), name))
             rows.append(row(pid, "phi_drop", c["drop"], name))
     for deployment, changes in matrix["risk_cells"].items():
         for risk, change in changes.items():
