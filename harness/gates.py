@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 import pandas as pd
 
-from .scenario import Gate
+from .scenario import Gate, is_ownership_suspect
 
 
 @dataclass
@@ -68,7 +68,10 @@ def evaluate_gate(gate: Gate, frame: pd.DataFrame, attack_plugins: dict[str, str
     if gate.defence is not None:
         rows = rows[_matches(rows["defence"], gate.defence, defence_plugins)]
     if gate.attack is not None:
-        rows = rows[_matches(rows["attack"], gate.attack, attack_plugins)]
+        if getattr(gate, "scheme", None) is not None and is_ownership_suspect(gate.attack):
+            rows = rows[rows["attack"] == gate.attack]  # the victim, an independent model, the false claims
+        else:
+            rows = rows[_matches(rows["attack"], gate.attack, attack_plugins)]
     scope_is_extraction = rows["kind"].eq("extraction").any() if len(rows) else getattr(gate, "scheme", None) is None
     if len(rows) and rows["kind"].eq("detection").all():
         numeric = pd.to_numeric(rows["budget"], errors="coerce")
@@ -84,6 +87,7 @@ def evaluate_gate(gate: Gate, frame: pd.DataFrame, attack_plugins: dict[str, str
     observed = []
     if len(rows):
         keyed = rows.assign(attack=rows["attack"].astype(object).where(rows["attack"].notna(), ""),
+                            defence=rows["defence"].astype(object).where(rows["defence"].notna(), ""),
                             budget=pd.to_numeric(rows["budget"], errors="coerce"))
         grouped = keyed.groupby(["defence", "attack", "budget"], sort=True, dropna=False)["value"].mean()
         for (defence, attack, budget), value in grouped.items():

@@ -348,7 +348,13 @@ def test_a_run_writes_ownership_rows_for_every_suspect(tmp_path):
     assert set(claims["defence"]) == {"none", "commitment", "verifier_generated"}
     # the commitment came after the independent models existed: no claim against them passes it
     assert (claims[claims["defence"] == "commitment"]["value"] == 0).all()
-    assert code in (0, 1)  # the gate on the tiny victim decides the exit code; the report must exist either way
+    # the gate reads the victim's backdoor verdict: its exit code and junit agree with that row
+    import json
+
+    victim = own[(own["attack"] == "victim") & own["scheme"].str.startswith("backdoor") & (own["metric"] == "detected")]
+    gate = json.loads((tmp_path / "run" / "summary.json").read_text())["gates"][0]
+    assert gate["observed"] == [{"defence": "", "attack": "victim", "budget": None, "value": victim["value"].iloc[0]}]
+    assert code == (0 if victim["value"].iloc[0] == 1 else 1) and gate["passed"] == (code == 0)
     html = (tmp_path / "run" / "report.html").read_text()
     assert 'id="ownership"' in html and "GOAL (TPR" in html and "independent:other_arch" in html
 
