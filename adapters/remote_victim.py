@@ -443,12 +443,18 @@ def complete_section(section: dict, path: str = "victim") -> dict:
     keys = {"api_key_env": api_key(p.api_key_env, f"{path}.api_key_env", "attacker's"),
             "evaluation_api_key_env": api_key(p.evaluation_api_key_env, f"{path}.evaluation_api_key_env",
                                               "evaluation's")}
-    with httpx.Client(timeout=min(p.timeout, PROBE_TIMEOUT)) as http:
+    shown_key = keys["evaluation_api_key_env"] or keys["api_key_env"]  # stealcheck serve shows its model to key holders
+    with httpx.Client(timeout=min(p.timeout, PROBE_TIMEOUT),
+                      headers={"Authorization": f"Bearer {shown_key}"} if shown_key else {}) as http:
         try:
             r = http.get(where)
         except httpx.TransportError as exc:
             raise ScenarioError(f"the endpoint {url} is unreachable ({type(exc).__name__}: {exc}). Is the server "
                                 "running there (e.g. stealcheck serve)?", path=f"{path}.url") from None
+        if r.status_code in (401, 403):  # the key shown with the metadata request: say which one, and why
+            for name, key in keys.items():
+                probe_key(http, url, p.model, key, getattr(p, name), f"{path}.{name}",
+                          "attacker's" if name == "api_key_env" else "evaluation's")
         if r.status_code == 404:
             raise ScenarioError(f"the endpoint {url} has no model '{p.model}' ({_error_text(r)}).",
                                 path=f"{path}.model")

@@ -549,8 +549,9 @@ def create_app(service: Service):
 
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
-    async def model_metadata(name: str, version: str = "1"):
+    async def model_metadata(name: str, request: Request, version: str = "1"):
         try:
+            service.keys.authenticate(request.headers.get("authorization"))  # what is served is for key holders
             service.check_model(name)
             if version != "1":
                 raise ProtocolError(404, f"unknown version {version!r} of {name!r}; it has version '1'")
@@ -560,8 +561,9 @@ def create_app(service: Service):
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
-    async def model_ready(name: str, version: str = "1"):
+    async def model_ready(name: str, request: Request, version: str = "1"):
         try:
+            service.keys.authenticate(request.headers.get("authorization"))
             service.check_model(name)
         except ProtocolError as exc:
             return error(exc)
@@ -571,8 +573,8 @@ def create_app(service: Service):
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str = "1"):
         try:
+            client = service.keys.authenticate(request.headers.get("authorization"))  # before anything else
             service.check_model(name)
-            client = service.keys.authenticate(request.headers.get("authorization"))
             body = await _read_body(request, service.limits.max_body)
             text, binary = oip.split_binary(body, request.headers.get(oip.BINARY_HEADER))
             req = oip.parse_request(oip.parse_json(text))

@@ -68,6 +68,11 @@ def test_endpoints_follow_the_protocol(scenario, tmp_path):
     with background(service) as url, httpx.Client(base_url=url) as c:
         assert c.get("/v2/health/live").json() == {"live": True}
         assert c.get("/v2/health/ready").json() == {"ready": True}
+        # The model's metadata is for key holders; health checks are open (load balancers).
+        assert c.get("/v2/models/tiny").status_code == 401
+        assert c.get("/v2/models/tiny/ready", headers=_auth("not-a-key-0123456789")).status_code == 403
+        assert c.get("/v2/models/other", headers=_auth("not-a-key-0123456789")).status_code == 403  # no names leak
+        c.headers.update(_auth(BOB))
         assert c.get("/v2/models/tiny/ready").json() == {"name": "tiny", "ready": True}
         meta = c.get("/v2/models/tiny").json()
         assert meta["name"] == "tiny" and meta["inputs"] == [{"name": "input", "datatype": "FP32",
@@ -386,3 +391,23 @@ def test_binary_tensor_data_extension(scenario, tmp_path):
                        headers={"Inference-Header-Content-Length": hlen or str(len(bad_head)), **_auth(ALICE)})
             assert r.status_code == 400 and r.json()["error"], r.text
         assert c.get("/v2/health/ready").status_code == 200
+
+
+def test_leaf_output_of_a_served_tree(tmp_path):
+    # BigML's API, served: the leaf mode answers each query's node id beside its probabilities.
+    data = {"name": "tree", "victim": {"kind": "sklearn", "model": "decision_tree", "input": {"shape": [13]},
+                                       "output": "leaf"},
+            "data": {"victim_train": {"source": "sklearn", "name": "wine", "split": "train"},
+                     "test": {"source": "sklearn", "name": "wine", "split": "test"}},
+            "defences": ["none"], "attacks": [{"path_finding": {"variant": "path"}}], "budgets": [50], "seeds": [0],
+            "output": {"cache_dir": str(tmp_path / "cache"), "dir": str(tmp_path / "runs")}}
+    service = build_service(build_scenario(data), "none", keys=None, audit_log=tmp_path / "audit.jsonl")
+    x = np.random.default_rng(0).uniform(0, 1, (5, 13)).astype(np.float32)
+    with background(service) as url:
+        meta = httpx.get(f"{url}/v2/models/tree").json()
+        assert meta["outputs"][1] == {"name": "leaf", "datatype": "INT64", "shape": [-1]}
+        body = httpx.post(f"{url}/v2/models/tree/infer", json=_body(x)).json()
+        leaf = httpx.post(f"{url}/v2/models/tree/infer", json=_body(x, outputs=[{"name": "leaf"}])).json()
+    assert [o["name"] for o in body["outputs"]] == ["probabilities", "leaf"]
+    assert leaf["outputs"][0]["data"] == list(service.model.leaf_predict(x)) == body["outputs"][1]["data"]
+    assert service.keys.clients["anonymous"].used == 10  # --no-auth: one anonymous client, still counted
