@@ -31,7 +31,7 @@ from .plan import plan, planned_cells
 from .progress import CellProgress, TerminalWarnings, show_progress_bars
 from .results import ResultsStore, RunSummary, read_results, read_summary
 from .rundir import discard_run_dir, git_revision, package_versions, resolve_run_dir
-from .scenario import Scenario, complete_scenario, interaction_deployments
+from .scenario import Scenario, complete_scenario, interaction_deployment_ids
 
 log = logging.getLogger("stealcheck")
 
@@ -200,7 +200,7 @@ def _run(scenario: Scenario, ctx: RunContext, run_dir: Path, resume: bool, quiet
         summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         frame = read_results(run_dir)
         named = {**summary["defences"], **{d.id: d.plugin for d in scenario.detectors},
-                 **({d: d for d in interaction_deployments(m.interactions, scenario.interactions)}
+                 **({d: d for d in interaction_deployment_ids(m.interactions, scenario.interactions)}
                     if scenario.interactions else {})}
         gates = [evaluate_gate(g, frame, summary["attacks"], named,
                                {a.id: scenario.budgets_of(a) for a in scenario.attacks},

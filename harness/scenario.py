@@ -432,6 +432,7 @@ class InteractionTolerances(Strict):
     ownership_confidence: float = Field(0.01, ge=0, le=1, description="1 - p of an ownership scheme's verification")
     copy_fidelity: float = Field(0.05, ge=0, le=1, description="fidelity of the stolen copy (extraction defences; "
                                  "the extraction risk)")
+    auroc: float = Field(0.05, ge=0, le=1, description="AUROC of an active defence's detector")
 
 
 class InteractionTraining(Strict):
@@ -777,7 +778,7 @@ def build_scenario(data: Any, source: str | None = None) -> Scenario:
             names = registry.metrics.names()
             raise ScenarioError(f"unknown metric '{gate.metric}'.{did_you_mean(gate.metric, names)} "
                                 f"Allowed: {', '.join(names)}.", path=f"expect.{i}.metric")
-        deployments = [_Named(d) for d in interaction_deployments(model.interactions, members)] if members else []
+        deployments = [_Named(d) for d in interaction_deployment_ids(model.interactions, members)] if members else []
         for key, refs in (("attack", attacks), ("defence", defences + detectors + deployments),
                           ("detector", detectors), ("scheme", schemes)):
             sel = getattr(gate, key)
@@ -1159,11 +1160,11 @@ def resolve_members(spec: InteractionsSpec) -> list:
                 raise ScenarioError("'none' is not a defence to pair: the undefended deployment is always measured "
                                     "(the other-risk columns' baseline).", path=path)
             if reg.get(ref.plugin).caps.needs_detector:
-                raise ScenarioError(f"'{ref.id}' is an active defence driven by a query detector; the interactions "
-                                    "section pairs training-time defences, output perturbations and ownership "
-                                    "schemes (active defences are not supported there yet).", path=path)
-            member = Member(ref.id, ref.plugin, "defences", ref.params, "serving", "serving:answers",
-                            ("copy_fidelity",))
+                member = Member(ref.id, ref.plugin, "defences", ref.params, "serving", "serving:active",
+                                ("copy_fidelity", "auroc"))
+            else:
+                member = Member(ref.id, ref.plugin, "defences", ref.params, "serving", "serving:answers",
+                                ("copy_fidelity",))
         out.append(member)
     return out
 
@@ -1205,7 +1206,7 @@ def interaction_pairs(spec: InteractionsSpec, members: list) -> tuple[list[tuple
     return pairs, {}
 
 
-def interaction_deployments(spec: InteractionsSpec, members: list) -> list[str]:
+def interaction_deployment_ids(spec: InteractionsSpec, members: list) -> list[str]:
     """Every deployment id the section measures: 'none', each member alone, each pair 'a+b'."""
     pairs, _ = interaction_pairs(spec, members)
     return ["none"] + [m.id for m in members] + [f"{a}+{b}" for a, b in pairs]
@@ -1228,6 +1229,10 @@ def _check_interactions(scenario: Scenario) -> None:
         raise ScenarioError("the interactions matrix reads each deployment's results from the cache, so "
                             "output.cache_cells must be true.", path="output.cache_cells")
     interaction_pairs(spec, scenario.interactions)
+    for i, m in enumerate(scenario.interactions):
+        if m.slot == "serving:active":
+            _check_score_detector(scenario, m.params.detector, f"interactions member '{m.id}' is driven by",
+                                  f"interactions.defences.{i}")
     data = list(scenario.data)
     for key in ("private", "public"):
         role = getattr(spec, key)

@@ -160,6 +160,7 @@ MEMBERS = [
     {"plugin": "backdoor", "id": "wm", "params": {"trigger": "noise", "size": 20}},
     {"plugin": "rounded", "id": "rounded", "params": {"decimals": 1}},
     "label_only",
+    {"plugin": "reject", "id": "reject", "params": {"detector": "fusion"}},
     {"plugin": "dawn", "id": "dawn", "params": {"rate": 0.05}},
     {"plugin": "dataset_inference", "id": "di", "params": {"samples": 10, "train_samples": 20, "directions": 2,
                                                             "max_steps": 5}},
@@ -174,6 +175,7 @@ def interactions_scenario(scenario_dict, **section):
                 "train": {"steps": 60, "batch_size": 32}},
         thief={"architecture": "mlp", "arch_params": {"hidden": [16]}, "epochs": 2, "min_steps": 20, "max_steps": 30},
         defences=["none"], attacks=[{"knockoff": {"strategy": "random"}}], budgets=[200], seeds=[0],
+        detectors=["fusion"], detection={"budgets": [100]},
         evaluation={"uniform_samples": 0},
         interactions={"defences": MEMBERS, "membership": {"samples": 60}, "robustness": {"samples": 30, "max_iter": 3},
                       **section})
@@ -192,7 +194,7 @@ def test_every_pairing_the_schema_accepts_runs(scenario_dict, write_yaml, tmp_pa
     matrix = json.loads((run / "interactions.json").read_text())
     scenario = build_scenario(data)
     deployments = ["none" if not d else "+".join(m.id for m in d) for d in interaction_deployments(scenario)]
-    assert len(deployments) == 1 + 8 + 26  # 28 pairs minus rounded+label_only and di+fp
+    assert len(deployments) == 1 + 9 + 34  # 36 pairs minus rounded+label_only and di+fp
     assert set(matrix["figures"]) == set(deployments)  # every deployment was measured
     for did in deployments:
         f = matrix["figures"][did]
@@ -201,6 +203,7 @@ def test_every_pairing_the_schema_accepts_runs(scenario_dict, write_yaml, tmp_pa
     assert all(math.isfinite(matrix["figures"][d]["epsilon"]) for d in deployments if "dp" in d.split("+"))
     assert "trigger_accuracy@wm" in matrix["figures"]["wm+dawn"]
     assert {"ownership_confidence@dawn", "ownership_confidence@di"} <= set(matrix["figures"]["dawn+di"])
+    assert 0 <= matrix["figures"]["reject+dawn"]["auroc@reject"] <= 1  # the detector fitted on the variant
     statuses = {p: c["status"] for p, c in matrix["pairs"].items()}
     assert statuses["rounded+label_only"] == statuses["di+fp"] == "cannot combine"
     assert all(s in ("ok", "conflict") for p, s in statuses.items() if p not in ("rounded+label_only", "di+fp"))
@@ -211,7 +214,8 @@ def test_every_pairing_the_schema_accepts_runs(scenario_dict, write_yaml, tmp_pa
 
     frame = pd.read_csv(run / "results.csv")
     assert set(frame.loc[frame["kind"] == "interaction", "defence"]) == set(deployments)
-    assert "interactions" in (run / "report.html").read_text().lower()
+    html = (run / "report.html").read_text()
+    assert 'id="interactions"' in html and "n/a (cannot combine)" in html  # the matrix, in the report
 
 
 # ---------------------------------------------------------------- schema errors
@@ -228,7 +232,9 @@ def test_every_pairing_the_schema_accepts_runs(scenario_dict, write_yaml, tmp_pa
     ({"defences": MEMBERS + [{"plugin": "dp_sgd", "id": "dp2"}], "pairs": [["dp", "dp2"]]}, "interactions.pairs.0",
      ["two configurations"]),
     ({"defences": ["dp_sgd", "none"]}, "interactions.defences.1", ["always measured"]),
-    ({"defences": ["dp_sgd", {"reject": {"detector": "x"}}]}, "interactions.defences.1", ["active defence"]),
+    ({"defences": ["dp_sgd", {"reject": {"detector": "x"}}]}, "interactions.defences.1", ["'x'", "does not declare"]),
+    ({"defences": MEMBERS + [{"plugin": "pow", "id": "pow", "params": {"detector": "fusion"}}],
+      "pairs": [["reject", "pow"]]}, "interactions.pairs.0", ["one active defence at a time"]),
     ({"defences": ["dp_sgdd"]}, "interactions.defences.0", ["unknown defence", "dp_sgd"]),
     ({"defences": [{"dp_sgd": {"noise_multiplier": None}}]}, "interactions.defences.0", ["target_epsilon"]),
     ({"extraction": {"budget": 300}}, "interactions.extraction.budget", ["not a checkpoint"]),

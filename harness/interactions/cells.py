@@ -11,6 +11,8 @@ are layers of the API in front of it. The ``interaction`` cell measures:
 - ``copy_fidelity``: the scenario's extraction attack (KnockoffNets in the shipped scenario) steals a copy
   through the API; its label agreement with the variant on the test set;
 - ``epsilon``: DP-SGD's epsilon at its delta (Opacus' accountant), when DP-SGD is deployed;
+- per active defence (``scheme`` column = its id): ``auroc`` of its detector, fitted on the variant, on the
+  extraction attack's queries against the benign evaluation split, and the attacker's ``answered_share``;
 - per ownership member (``scheme`` column = its id): ``trigger_accuracy`` (the backdoor's statistic
   through the API), ``ownership_confidence`` = 1 - p where the scheme is meant to be used (dataset
   inference and the backdoor: the deployed victim; fingerprints and DAWN: the stolen copy), and the
@@ -136,13 +138,31 @@ def load_variant(w: Any, key: str, name: str) -> tuple[Any, dict]:
 # ---------------------------------------------------------------- measuring one deployment
 
 
-def _serving_layers(w: Any, dep: tuple) -> list:
+def _fitted_detectors(w: Any, victim: Any, model_key: str) -> dict:
+    """The scenario's detectors fitted on this variant (cached under ``detectors/`` by the variant's key)."""
+    from stealcheck import detection_track as dt
+
+    cache = Cache(w.ctx.cache_dir, read=not w.ctx.fresh)
+    dctx = dt.detector_context(victim, w.defender, cache, model_key, w.scenario.model.data_seed, False)
+    return dt.fit_detectors(w.scenario, dctx, cache, model_key, w.ctx.version)
+
+
+def _serving_layers(w: Any, dep: tuple, fitted: dict | None = None) -> list:
+    """The API's layers in the order of ``World.oracle``: an active defence first (it sees the queries), then
+    output perturbations, then an API watermark (DAWN marks what the client finally receives)."""
+    order = {"serving:active": 0, "serving:answers": 1, "serving:mark": 2}
     layers = []
-    for m in dep:
-        if m.role != "serving":
-            continue
-        if m.registry == "defences":
-            layers += list(registry.defences.get(m.plugin).obj.build(m.params, w.victim.nb_classes))
+    for m in sorted((m for m in dep if m.role == "serving"), key=lambda m: order[m.slot]):
+        info = registry.defences.get(m.plugin) if m.registry == "defences" else None
+        if info is not None and info.caps.needs_detector:
+            f = fitted[m.params.detector]
+            active = list(info.obj.build(m.params, w.victim.nb_classes, detector=f.detector,
+                                         calibration_scores=f.calibration_scores))
+            for layer in active:
+                layer.member_id = m.id
+            layers += active
+        elif info is not None:
+            layers += list(info.obj.build(m.params, w.victim.nb_classes))
         else:
             layer = registry.ownership.get(m.plugin).obj(m.params).oracle_layer(w.victim.nb_classes,
                                                                                w.scenario.model.data_seed)
@@ -225,7 +245,9 @@ def interaction_cell(w: Any, cell: Any) -> Any:
     dep = _deployment(w, cell.defence)
     model_key = cell.deps[1]
     victim, meta = load_variant(w, model_key, cell.defence)
-    layers = _serving_layers(w, dep)
+    active = [m for m in dep if m.slot == "serving:active"]
+    fitted = _fitted_detectors(w, victim, model_key) if active else None
+    layers = _serving_layers(w, dep, fitted)
     test = w.test if spec.test_samples is None else w.test.subset(np.arange(min(len(w.test), spec.test_samples)))
 
     def api(budget: int | None = None, client: str = "honest-users") -> Oracle:
@@ -263,6 +285,17 @@ def interaction_cell(w: Any, cell: Any) -> Any:
     copy_labels = thief.predict_proba(test.x).argmax(1)
     figures["copy_fidelity"] = float(np.mean(copy_labels == raw_test.argmax(1)))
     figures["copy_accuracy"] = float(np.mean(copy_labels == test.y))
+    for m in active:  # the detector behind an active defence: the attack's queries against benign ones
+        from stealcheck.detection import auroc
+
+        det = fitted[m.params.detector].detector
+        attack_x = oracle.clients["attacker"].inputs()
+        if det.per_client or len(attack_x) == 0:
+            figures[figure_key(m.id, "auroc")] = float("nan")
+        else:
+            benign = np.asarray(det.score(w.defender.evaluation.x), dtype=np.float64)
+            figures[figure_key(m.id, "auroc")] = float(auroc(benign, np.asarray(det.score(attack_x), dtype=np.float64)))
+        figures["answered_share"] = float(oracle.clients["attacker"].answered_share)
 
     # Ownership members: where each is meant to be used, and the other suspect as a raw figure.
     owner = api(client="owner")

@@ -21,7 +21,7 @@ from typing import Any
 from .specs import FIGURES, RISKS
 
 #: figures that belong to one member (two ownership schemes in a pair each have their own)
-PER_MEMBER = ("trigger_accuracy", "ownership_confidence")
+PER_MEMBER = ("trigger_accuracy", "ownership_confidence", "auroc")
 
 
 def figure_key(member_id: str, figure: str) -> str:

@@ -7,7 +7,8 @@ A member of ``interactions.defences`` is one of:
 - a **training-time defence** (``stealcheck list training``): DP-SGD through Opacus, adversarial training
   through ART's trainer; or an ownership scheme that embeds its mark in training (the backdoor watermark);
 - a **serving-time defence**: an output perturbation of the ``defences`` registry (rounded, reverse_sigmoid,
-  label_only, chain, ...), or an ownership scheme that marks the API's answers (DAWN);
+  label_only, chain, ...), an active defence driven by a declared detector (reject, pow, misinformation), or
+  an ownership scheme that marks the API's answers (DAWN);
 - an **ownership check**: a scheme that only observes (conferrable fingerprints, dataset inference).
 """
 
@@ -90,6 +91,8 @@ FIGURES = {f.name: f for f in (
            "inference: on the deployed victim; fingerprints and DAWN: on the Knockoff copy)"),
     Figure("copy_fidelity", "phi_EXT", False, 0.05, "fidelity of a copy stolen through the API (the "
            "interactions' extraction attack) to the deployed network"),
+    Figure("auroc", "phi_DET", True, 0.05, "AUROC of an active defence's detector: the extraction attack's queries "
+           "against the benign evaluation split (the detector fitted on the deployment's network)"),
 )}
 
 #: the "other risk" columns: risk name -> the figure that measures it (higher = the risk is larger unless
@@ -129,6 +132,7 @@ SLOT_REASONS = {
     "serving:answers": "both rewrite the API's answers and the order matters: declare the combination as one "
                        "defence, {chain: [...]}, and list it as a member",
     "serving:mark": "both mark the API's answers; deploy one API watermark at a time",
+    "serving:active": "both act on the queries a detector flags; deploy one active defence at a time",
     "training:mark": "both embed a watermark in training; list one of them per run",
 }
 
