@@ -78,6 +78,8 @@ def report(run_dir: Path) -> None:
             print(f"{r['suspect']:{width}s}{pct(r['fidelity']):>9s}  {cells}")
 
     summaries = scheme_summary(frame)
+    plugin_of = {o["id"]: o["plugin"] for o in
+                 ((summary.get("scenario_resolved") or {}).get("ownership") or {}).get("schemes", [])}
     print("\nPer scheme (ours, MNIST on a CPU) | paper reference")
     for s in summaries:
         claims = ", ".join(f"{m} {pct(v)}" for m, v in s["false_claims"].items())
@@ -89,7 +91,7 @@ def report(run_dir: Path) -> None:
         for attack, a in s["per_attack"].items():
             print(f"    {attack:28s} detected {pct(a['detected'])} of {a['copies']} copies (best fidelity "
                   f"{pct(a['best_fidelity'])}; {a['good_copies']} with fidelity >= 0.8)")
-        print(f"    paper: {PAPER.get(s['scheme'].split(':')[0], '')}")
+        print(f"    paper: {PAPER.get(plugin_of.get(s['scheme'], s['scheme'].split(':')[0]), '')}")
     print(f"    false claims, paper: {PAPER['false_claims']}")
 
     print("\nDetection rate against copy fidelity")

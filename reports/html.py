@@ -147,8 +147,10 @@ class RunData:
 
     def __init__(self, agg: pd.DataFrame, utility: pd.DataFrame, attacks: list[str], defences: list[str],
                  budgets: list[int], baseline: str | None, other_kinds: dict[str, int],
-                 test_size: int | None = None):
+                 test_size: int | None = None, served_defence: str | None = None):
         self.test_size = test_size  # n, the test samples fidelity and accuracy are shares of; None if unknown
+        #: a remote victim's own defence at its endpoint: then the baseline 'none' is "as served", not undefended
+        self.served_defence = served_defence
         self.agg = agg  # columns defence, attack, budget, metric, mean, std, n
         # Tables look cells up one by one: index them once instead of filtering the frame each time.
         self._cells = {(d, a, int(b), m): (float(mean), float(std), int(n)) for d, a, b, m, mean, std, n in
@@ -197,7 +199,8 @@ class RunData:
         attacks = ordered(attack_plugins, ext["attack"])
         budgets = sorted(int(b) for b in ext["budget"].unique())
         return cls(agg, utility, attacks, defences, budgets, find_baseline(defences, defence_plugins),
-                   {str(k) or "(blank)": int(v) for k, v in other.items()}, test_size(summary))
+                   {str(k) or "(blank)": int(v) for k, v in other.items()}, test_size(summary),
+                   served_defence(summary))
 
     def cell(self, defence: str, attack: str, budget: int | None, metric: str) -> tuple[float, float, int]:
         """(mean, std, seeds) of one cell; NaNs and 0 when it has no result."""
@@ -460,6 +463,16 @@ def config(config_id: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------- sections
 
+def served_defence(summary: Mapping[str, Any]) -> str | None:
+    """What a remote victim's endpoint says it serves the model behind (``stealcheck serve`` declares its
+    defence in the metadata); None for an in-process victim."""
+    victim = as_dict(summary.get("victim"))
+    if victim.get("kind") != "remote":
+        return None
+    params = as_dict(as_dict(victim.get("endpoint")).get("parameters"))
+    return str(params.get("defence") or "not declared by the endpoint")
+
+
 def header_context(summary: Mapping[str, Any], data: RunData) -> dict[str, Any]:
     """Title, status badge, headline finding and the key facts of the run."""
     status = str(summary.get("status") or "unknown")
@@ -468,6 +481,7 @@ def header_context(summary: Mapping[str, Any], data: RunData) -> dict[str, Any]:
     facts = [
         ("Scenario", summary.get("scenario_name")),
         ("Victim", victim.get("description")),
+        ("Endpoint's defence", data.served_defence),
         ("Victim test accuracy", fmt(victim.get("test_accuracy")) if victim.get("test_accuracy") is not None
          else None),
         ("Attacks × defences", f"{len(data.attacks)} × {len(data.defences)}" if data.attacks else None),
@@ -522,7 +536,9 @@ def headline(data: RunData) -> str | None:
     budget = top(strongest)
     ref = data.estimate(base, strongest, budget, FIDELITY)
     n_text = f"n = {data.test_size:,}" if data.test_size else "n unknown"
-    parts = [f"{at}, the strongest attack, {config_label(strongest)}, copies the undefended victim with "
+    target = ("the undefended victim" if data.served_defence is None else
+              f"the victim as its endpoint serves it (behind its own defence: {data.served_defence})")
+    parts = [f"{at}, the strongest attack, {config_label(strongest)}, copies {target} with "
              f"fidelity {fmt_estimate(ref)} ({n_text})."]
     effects = {d: data.estimate(d, strongest, budget, FIDELITY) for d in data.defences
                if d != base and data.cell(d, strongest, budget, FIDELITY)[2]}

@@ -129,7 +129,7 @@ def goal_line(summaries: list[dict[str, Any]], attacks: list[str] | None = None)
 
     def ranking(s: dict) -> tuple:
         return (s["goal_met"], _num(s["tpr_good"]) if _num(s["fpr"]) <= GOAL["fpr"] else -1, -_num(s["fpr"]),
-                -_num(s["cost"]))
+                _num(s["victim_detected"]), -_num(s["cost"]))
 
     best = max(summaries, key=ranking)
     text = (f"{best['scheme']}: TPR {_pct(best['tpr_good'])} on {best['good_copies']} copies with fidelity >= "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from html import unescape
@@ -640,3 +641,16 @@ def test_without_a_baseline_no_defence_is_judged(tmp_path: Path):
     headline = key_finding(build_report(run).read_text(encoding="utf-8"))
     assert headline.startswith("At 1,500 queries, the closest copy comes from copycat behind rounded (decimals 1)")
     assert "no undefended baseline" in headline and "most effective" not in headline
+
+
+def test_a_remote_victims_baseline_is_the_victim_as_its_endpoint_serves_it(tmp_path: Path):
+    # Through an endpoint, defence 'none' adds nothing on this side: the endpoint's own defence is measured.
+    run = one_seed_run(tmp_path, {"copycat": {"none": 0.73}})
+    summary = json.loads((run / "summary.json").read_text())
+    summary["victim"].update({"kind": "remote", "endpoint": {"parameters": {"defence": "reverse_sigmoid:beta=1.0"}}})
+    (run / "summary.json").write_text(json.dumps(summary))
+    html = build_report(run).read_text(encoding="utf-8")
+    assert ("copies the victim as its endpoint serves it (behind its own defence: reverse_sigmoid:beta=1.0)"
+            in key_finding(html))
+    assert "undefended victim" not in key_finding(html)
+    assert "Endpoint&#39;s defence</dt><dd>reverse_sigmoid:beta=1.0</dd>" in html

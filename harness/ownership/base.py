@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -44,9 +45,12 @@ def welch_p_value(private: np.ndarray, public: np.ndarray) -> tuple[float, float
     from scipy.stats import ttest_ind
 
     private, public = np.asarray(private, dtype=np.float64), np.asarray(public, dtype=np.float64)
-    if np.ptp(np.concatenate([private, public])) == 0:  # no spread at all: no evidence either way
+    both = np.concatenate([private, public])
+    if np.ptp(both) <= 1e-9 * max(1.0, float(np.abs(both).max())):  # no spread (a constant suspect): no evidence
         return 0.0, 1.0
-    res = ttest_ind(private, public, equal_var=False, alternative="greater")
+    with warnings.catch_warnings():  # near-constant scores (a walk that rarely flips): scipy warns, the test stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = ttest_ind(private, public, equal_var=False, alternative="greater")
     t, p = float(res.statistic), float(res.pvalue)
     return (t if math.isfinite(t) else 0.0), (p if math.isfinite(p) else 1.0)
 
