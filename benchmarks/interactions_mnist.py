@@ -79,6 +79,9 @@ def report(run_dir: Path) -> None:
         if cell is None or cell["status"] in ("missing", "cannot combine"):
             print(f"| {a} x {b} | {', '.join(talk)} | not run | - | - |")
             continue
+        if cell["status"] == "undecided":
+            print(f"| {a} x {b} | {', '.join(talk)} | undecided ({', '.join(cell['undecided'])} not measured) | - | - |")
+            continue
         ours = []
         for c in cell["failed"]:
             sym = c["phi"]

@@ -189,8 +189,12 @@ def _interaction_cells(scenario: Scenario, victim: Cell, data: dict, version: st
                                (victim.key,), defence=tid)
     attack = extraction_attack(scenario)
     settings = spec.model_dump(mode="json", exclude={"defences", "pairs", "tolerances"})
+    # the detectors and their calibration drive the reject / pow / misinformation members; the first attack seed
+    # seeds the extraction attack
     common = {"output": [scenario.victim.output, scenario.victim.top_k], "thief": scenario.model.thief.model_dump(
-        mode="json"), "attack": attack.to_dict(), "data": data, "settings": settings, "version": version}
+        mode="json"), "attack": attack.to_dict(), "data": data, "settings": settings, "version": version,
+        "detectors": [d.to_dict() for d in scenario.detectors],
+        "detection": scenario.model.detection.model_dump(mode="json"), "attack_seed": scenario.model.seeds[0]}
     cells = list(models.values())
     for dep in deployments:
         model = models[combination_id(tuple(m for m in dep if m.role == "training"))]

@@ -1152,9 +1152,8 @@ def resolve_members(spec: InteractionsSpec) -> list:
             where = reg.get(ref.plugin).caps.embeds(ref.params)
             figures = ("trigger_accuracy",) if ref.plugin == "backdoor" else ("ownership_confidence",)
             role, slot = {"training": ("training", "training:mark"), "oracle": ("serving", "serving:mark"),
-                          None: ("check", f"check:{ref.id}")}[where]
-            member = Member(ref.id, ref.plugin, "ownership", ref.params, role, slot if role != "check" else "check",
-                            figures)
+                          None: ("check", "check")}[where]
+            member = Member(ref.id, ref.plugin, "ownership", ref.params, role, slot, figures)
         else:
             if ref.plugin == "none":
                 raise ScenarioError("'none' is not a defence to pair: the undefended deployment is always measured "
@@ -1243,6 +1242,10 @@ def _check_interactions(scenario: Scenario) -> None:
         if not registry.data_sources.get(source).caps.labelled:
             raise ScenarioError(f"interactions.{key}: data set '{role}' ({source}) has no labels.",
                                 path=f"interactions.{key}")
+    if spec.private == spec.public:
+        raise ScenarioError(f"interactions.private and interactions.public both name '{spec.private}': membership "
+                            "inference and dataset inference compare the members with non-members, so they must be "
+                            "different data sets.", path="interactions.public")
     attack = extraction_attack(scenario)
     if attack is None:
         ids = [a.id for a in scenario.attacks]

@@ -23,25 +23,33 @@ ADV = {"id": "adv", "figures": ["robust_accuracy"], "symbols": ["phi_ADV"]}
 # ---------------------------------------------------------------- the conflict rule on hand-made figures
 
 
-def test_accuracy_is_judged_against_the_costlier_defence_alone():
-    # DP alone already costs 8 points; the pair costs 0.5 more than DP alone: no conflict on phi_ACC.
+def test_accuracy_is_judged_against_each_defence_alone():
+    # DP alone costs 8 points: deployed with the watermark, the pair is 8.5 points below the watermark alone, a
+    # conflict on phi_ACC (the talk's rule: an ownership check that leaves the model as it is conflicts with DP
+    # on accuracy when DP costs more than the tolerance).
     alone_wm = {"phi_acc": 0.99, "trigger_accuracy@wm": 1.0}
     alone_dp = {"phi_acc": 0.91, "epsilon": 4.0, "mi_advantage": 0.02}
     pair = {"phi_acc": 0.905, "trigger_accuracy@wm": 0.98, "epsilon": 4.0, "mi_advantage": 0.03}
     out = judge_pair(WM, DP, alone_wm, alone_dp, pair, TOL)
+    assert out["status"] == "conflict" and [c["phi"] for c in out["failed"]] == ["phi_ACC"]
+    acc = out["failed"][0]
+    assert acc["against"] == "wm" and acc["alone"] == 0.99 and acc["drop"] == pytest.approx(0.085)
+    # both alone within a point of each other, the pair 1 point below the better: the boundary, no conflict
+    close = {**alone_dp, "phi_acc": 0.985}
+    out = judge_pair(WM, DP, alone_wm, close, {**pair, "phi_acc": 0.98}, TOL)
     assert out["status"] == "ok"
     acc = next(c for c in out["checked"] if c["phi"] == "phi_ACC")
-    assert acc["against"] == "dp" and acc["alone"] == 0.91 and acc["drop"] == pytest.approx(0.005)
-    # 1.5 points below DP alone: a conflict on phi_ACC only.
-    out = judge_pair(WM, DP, alone_wm, alone_dp, {**pair, "phi_acc": 0.895}, TOL)
+    assert acc["against"] == "wm" and acc["drop"] == pytest.approx(0.01)
+    # 1.5 points below the better one alone: a conflict on phi_ACC only
+    out = judge_pair(WM, DP, alone_wm, close, {**pair, "phi_acc": 0.975}, TOL)
     assert out["status"] == "conflict" and [c["phi"] for c in out["failed"]] == ["phi_ACC"]
 
 
 def test_each_defence_is_judged_on_its_own_figures_in_their_bad_direction():
     alone_wm = {"phi_acc": 0.99, "trigger_accuracy@wm": 1.0}
-    alone_dp = {"phi_acc": 0.95, "epsilon": 4.0, "mi_advantage": 0.02}
+    alone_dp = {"phi_acc": 0.985, "epsilon": 4.0, "mi_advantage": 0.02}
     # The watermark falls to 30% (phi_WM), and the MI advantage rises by 10 points (worse for DP).
-    pair = {"phi_acc": 0.95, "trigger_accuracy@wm": 0.30, "epsilon": 4.0, "mi_advantage": 0.12}
+    pair = {"phi_acc": 0.985, "trigger_accuracy@wm": 0.30, "epsilon": 4.0, "mi_advantage": 0.12}
     out = judge_pair(WM, DP, alone_wm, alone_dp, pair, TOL)
     failed = {c["phi"]: c for c in out["failed"]}
     assert set(failed) == {"phi_WM", "phi_MI"}
@@ -54,7 +62,7 @@ def test_each_defence_is_judged_on_its_own_figures_in_their_bad_direction():
 
 def test_tolerances_are_settings_and_the_boundary_is_not_a_conflict():
     alone_a = {"phi_acc": 0.90, "robust_accuracy": 0.60}
-    alone_w = {"phi_acc": 0.95, "trigger_accuracy@wm": 1.0}
+    alone_w = {"phi_acc": 0.90, "trigger_accuracy@wm": 1.0}
     pair = {"phi_acc": 0.89, "robust_accuracy": 0.50, "trigger_accuracy@wm": 1.0}
     out = judge_pair(ADV, WM, alone_a, alone_w, pair, TOL)
     assert out["status"] == "conflict" and [c["phi"] for c in out["failed"]] == ["phi_ADV"]  # 1 point is allowed
@@ -84,14 +92,14 @@ def test_matrix_layout_json_and_gate_rows():
     m = build_matrix([WM, DP], figures, TOL, ["membership_inference"], [("wm", "dp")], {})
     assert m["conflicts"] == ["wm+dp"]
     text = format_matrix(m)
-    assert "| wm | X | phi_ACC -2.0, phi_WM -80.0 |" in text
+    assert "| wm | X | phi_ACC -6.0, phi_WM -80.0 |" in text  # against the watermark alone (0.99)
     json.dumps(m)  # the matrix is JSON as it is
     rows = matrix_rows(m, "v")
     overall = [r for r in rows if r["metric"] == "conflict"]
     assert overall == [{"kind": "interaction", "victim": "v", "defence": "wm+dp", "attack": "", "budget": "",
                         "seed": "", "metric": "conflict", "value": 1.0, "scheme": ""}]
     drops = {r["scheme"]: r["value"] for r in rows if r["metric"] == "phi_drop"}
-    assert drops["phi_WM:wm"] == pytest.approx(0.8) and drops["phi_ACC"] == pytest.approx(0.02)
+    assert drops["phi_WM:wm"] == pytest.approx(0.8) and drops["phi_ACC"] == pytest.approx(0.06)
 
 
 # ---------------------------------------------------------------- training-time defences on a tiny model
@@ -239,6 +247,7 @@ def test_every_pairing_the_schema_accepts_runs(scenario_dict, write_yaml, tmp_pa
     ({"defences": [{"dp_sgd": {"noise_multiplier": None}}]}, "interactions.defences.0", ["target_epsilon"]),
     ({"extraction": {"budget": 300}}, "interactions.extraction.budget", ["not a checkpoint"]),
     ({"public": "nope"}, "interactions.public", ["'nope'"]),
+    ({"public": "victim_train"}, "interactions.public", ["both name 'victim_train'", "different data sets"]),
     ({"tolerances": {"phi_ac": 0.01}}, "interactions.tolerances", ["phi_ac"]),
 ])
 def test_schema_errors(scenario_dict, section, path, words):

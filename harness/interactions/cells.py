@@ -250,8 +250,14 @@ def interaction_cell(w: Any, cell: Any) -> Any:
     layers = _serving_layers(w, dep, fitted)
     test = w.test if spec.test_samples is None else w.test.subset(np.arange(min(len(w.test), spec.test_samples)))
 
+    # as World.oracle: a detector that replaces the victim (EDM, OE) serves the answers behind its active defence
+    answer = victim.predict_proba
+    for m in active:
+        if fitted[m.params.detector].detector.replaces_victim:
+            answer = fitted[m.params.detector].detector.serving_predict
+
     def api(budget: int | None = None, client: str = "honest-users") -> Oracle:
-        return Oracle(victim.predict_proba, tuple(victim.input_shape), victim.nb_classes, tuple(victim.clip_values),
+        return Oracle(answer, tuple(victim.input_shape), victim.nb_classes, tuple(victim.clip_values),
                       postprocessors=layers, output_mode=sc.victim.output, top_k=sc.victim.top_k, budget=budget,
                       client_id=client)
 
@@ -266,7 +272,7 @@ def interaction_cell(w: Any, cell: Any) -> Any:
     figures["robust_accuracy"] = robust_accuracy(victim, test.x[:n_rob], test.y[:n_rob], spec.robustness)
     mi_api = api(client="mi-attacker")
     figures.update(mi_advantage(lambda x: mi_api.predict(x), victim, w.data(spec.private), w.data(spec.public),
-                                spec.membership, derive_seed(seed, "interactions membership", cell.defence)))
+                                spec.membership, derive_seed(seed, "interactions membership")))
     if "epsilon" in meta:
         figures["epsilon"] = float(meta["epsilon"])
         figures["noise_multiplier"] = float(meta["noise_multiplier"])

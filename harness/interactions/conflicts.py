@@ -2,8 +2,9 @@
 
 A pair A + B **conflicts** when deploying both costs more than the tolerance on
 
-- phi_ACC: the pair's accuracy against the lower of A alone and B alone (the interaction's own cost, not
-  the cost either defence already has alone), or
+- phi_ACC: the pair's accuracy against A alone and against B alone, i.e. against the better of the two (the
+  talk's rule: an ownership check that leaves the model as it is conflicts with DP on accuracy when DP costs
+  more than the tolerance), or
 - any of A's own figures against A alone, or any of B's own figures against B alone,
 
 each drop counted in the figure's bad direction (a lower robust accuracy, a higher MI advantage, a higher
@@ -55,7 +56,10 @@ def judge_pair(a: dict, b: dict, alone_a: dict, alone_b: dict, pair: dict, toler
 
     acc_a, acc_b = alone_a.get("phi_acc"), alone_b.get("phi_acc")
     if _finite(acc_a) and _finite(acc_b):
-        ref, against = (acc_a, a["id"]) if acc_a <= acc_b else (acc_b, b["id"])
+        # against each defence alone, so against the better of the two: a pair whose accuracy falls more than
+        # the tolerance below either member alone conflicts (as the talk's DI x DP cell: DI alone leaves the model
+        # as it is, DP costs accuracy)
+        ref, against = (acc_a, a["id"]) if acc_a >= acc_b else (acc_b, b["id"])
     else:
         ref, against = float("nan"), ""
     check("phi_acc", "phi_ACC", "phi_acc", ref, against)

@@ -112,6 +112,7 @@ def train_variant(net: Any, x: np.ndarray, y: np.ndarray, *, nb_classes: int, in
     import torch
 
     torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # ART's AdversarialTrainer and PGD's random start draw from numpy's global RNG
     start = time.perf_counter()
     batches = MixedBatches(x, y, nb_classes, batch_size, steps, seed, embedding, uniform=dp is not None)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
@@ -125,12 +126,15 @@ def train_variant(net: Any, x: np.ndarray, y: np.ndarray, *, nb_classes: int, in
         if problems:
             raise ValueError(f"DP-SGD (Opacus) cannot train this architecture: {problems[0]}")
         n = len(batches.x)
-        sample_rate = batch_size / n
+        # the loader only tells Opacus the sampling rate (the batches come from MixedBatches): drop_last makes its
+        # 1 / len(loader) the rate batch_size / n that the accountant is given here
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(n, 1)), batch_size=batch_size,
+                                             drop_last=True)
+        sample_rate = 1.0 / len(loader)
         noise = dp.noise_multiplier
         if dp.target_epsilon is not None:
             noise = get_noise_multiplier(target_epsilon=dp.target_epsilon, target_delta=dp.delta,
                                          sample_rate=sample_rate, steps=steps, accountant=dp.accountant)
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(n, 1)), batch_size=batch_size)
         engine = PrivacyEngine(accountant=dp.accountant)
         model, optimizer, _ = engine.make_private(module=net, optimizer=optimizer, data_loader=loader,
                                                   noise_multiplier=float(noise), max_grad_norm=dp.max_grad_norm,
