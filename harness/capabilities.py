@@ -132,7 +132,8 @@ class DataCapabilities(Capabilities):
 class MetricCapabilities(Capabilities):
     """Where a metric's rows come from."""
 
-    scope: Literal["extraction", "utility", "service", "detection", "detector", "ownership"] = "extraction"
+    scope: Literal["extraction", "utility", "service", "detection", "detector", "ownership",
+                   "interaction"] = "extraction"
     #: written by the runner or an attack itself, not computed from an evaluation object
     computed_by_runner: bool = False
 
@@ -155,6 +156,16 @@ class OwnershipCapabilities(Capabilities):
     needs_private_data: Callable[[Any], bool] = _constant(False)
     #: whether a false claim can be made against it with adversarial examples presented as evidence
     false_claims: Callable[[Any], bool] = _constant(True)
+
+
+@dataclass(frozen=True)
+class TrainingCapabilities(Capabilities):
+    """What a training-time defence (the interactions section) is measured by.
+
+    ``metrics``: the defence's own figures (interaction metric names) that the conflict rule checks.
+    """
+
+    metrics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ class CellResult:
     seconds: float = 0.0
     error: str | None = None  # set when the cell failed (after its retries)
     logs: list[tuple[int, str]] = field(default_factory=list)  # records made in a worker, for run.log
+    files: dict[str, str] = field(default_factory=dict)  # run-folder text files by path (interactions.json)
 
 
 class Data:
@@ -403,9 +404,29 @@ def _ownership_cell(w: World, cell: Cell) -> CellResult:
     return ownership_cell(w, cell)
 
 
+def _interaction_model_cell(w: World, cell: Cell) -> CellResult:
+    from .interactions.cells import interaction_model_cell
+
+    return interaction_model_cell(w, cell)
+
+
+def _interaction_cell(w: World, cell: Cell) -> CellResult:
+    from .interactions.cells import interaction_cell
+
+    return interaction_cell(w, cell)
+
+
+def _interaction_matrix_cell(w: World, cell: Cell) -> CellResult:
+    from .interactions.cells import interaction_matrix_cell
+
+    return interaction_matrix_cell(w, cell)
+
+
 RUNNERS = {"victim": _victim_cell, "detectors": _detectors_cell, "utility": _utility_cell,
            "extraction": _extraction_cell, "detection": _detection_cell,
-           "ownership_models": _ownership_models_cell, "ownership": _ownership_cell}
+           "ownership_models": _ownership_models_cell, "ownership": _ownership_cell,
+           "interaction_model": _interaction_model_cell, "interaction": _interaction_cell,
+           "interaction_matrix": _interaction_matrix_cell}
 
 
 def service_rows(record: ClientRecord) -> list[dict]:

@@ -17,7 +17,8 @@ from pathlib import Path
 from .errors import RunFailedEarly, ScenarioError, did_you_mean
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_INVALID, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-LIST_KINDS = ("attacks", "defences", "detectors", "victims", "data", "metrics", "ownership", "scenarios")
+LIST_KINDS = ("attacks", "defences", "detectors", "victims", "data", "metrics", "ownership", "training",
+              "scenarios")
 #: Other spellings `stealcheck list` accepts for a kind.
 LIST_ALIASES = {"attack": "attacks", "defence": "defences", "defense": "defences", "defenses": "defences",
                 "detector": "detectors", "victim": "victims", "sources": "data", "source": "data",

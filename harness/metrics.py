@@ -187,6 +187,28 @@ for _name, _doc in (("statistic", "Ownership: the scheme's statistic on the susp
                                             "flags at alpha")):
     _runner_written(_name, "ownership", _doc)
 
+# Interactions rows (kind 'interaction': one row per deployment x figure; an ownership member's id in the 'scheme'
+# column) and the conflict rule's (kind 'conflict': per pair, the figure's symbol in the 'scheme' column).
+for _name, _doc in (("phi_acc", "Interactions: accuracy honest users get from the deployment (through the API)"),
+                    ("raw_accuracy", "Interactions: accuracy of the deployment's network without its serving layers"),
+                    ("robust_accuracy", "Interactions: accuracy under ART's L-infinity PGD (white-box)"),
+                    ("mi_advantage", "Interactions: membership-inference advantage TPR - FPR (ART "
+                                     "MembershipInferenceBlackBox through the API)"),
+                    ("mi_tpr", "Interactions: members flagged by the membership-inference attack"),
+                    ("mi_fpr", "Interactions: non-members flagged by the membership-inference attack"),
+                    ("epsilon", "Interactions: DP-SGD's epsilon at its delta (Opacus' accountant)"),
+                    ("noise_multiplier", "Interactions: DP-SGD's noise multiplier"),
+                    ("copy_accuracy", "Interactions: test accuracy of the copy stolen through the API"),
+                    ("trigger_accuracy", "Interactions: the backdoor watermark's trigger accuracy through the API"),
+                    ("ownership_confidence", "Interactions: 1 - p of an ownership scheme's verification"),
+                    ("measure_seconds", "Interactions: seconds to measure the deployment"),
+                    ("conflict", "Interactions: 1 when the pair conflicts (on any figure), else 0"),
+                    ("phi_conflict", "Interactions: 1 when the pair conflicts on the figure in the scheme column"),
+                    ("phi_drop", "Interactions: how far the pair is worse than the defence alone on the figure in "
+                                 "the scheme column (fraction; positive = worse)"),
+                    ("risk_change", "Interactions: change of the other risk in the scheme column against no defence")):
+    _runner_written(_name, "interaction", _doc)
+
 # Figures of Tramèr et al.'s extracted copies (``extra_metrics()``, and the parameter errors the runner
 # computes); written next to the standard metrics. Registered so that gates and `stealcheck list` know them.
 def _attack_reported(name: str, doc: str, source: str = "reported by the attack") -> None:

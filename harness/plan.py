@@ -16,7 +16,12 @@ Cells, in the order the local executor runs them:
 - ``ownership_models``: the independent models the ownership schemes are tested on (and the false
   claims' accuser), trained once;
 - ``ownership``: one per ownership scheme, verifying every stolen copy of the extraction cells, the
-  independent models and the victim, and the false claims against the scheme.
+  independent models and the victim, and the false claims against the scheme;
+- ``interaction_model``: one per set of training-time defences the interactions section deploys (none,
+  each alone, each pair): the victim trained with them (cached under ``victims/``);
+- ``interaction``: one per deployment (no defence, each defence alone, each pair): the variant served
+  through its serving-time defences, attacked and measured;
+- ``interaction_matrix``: the conflict rule over every deployment's figures (always runs: it is cheap).
 
 A scheme that embeds a mark (a watermark trained into the victim, DAWN at the API) is part of the
 deployment the attacks steal from: it is in the victim cell's key, so every cell downstream changes.
@@ -35,14 +40,14 @@ from .scenario import PluginRef, Scenario
 #: Where a cell's reusable result lives in the cache (absent: the cell always runs; its rows are
 #: timings or cheap to recompute).
 STORE = {"victim": "cells", "detectors": "cells", "extraction": "cells", "detection": "queries",
-         "ownership_models": "cells", "ownership": "cells"}
+         "ownership_models": "cells", "ownership": "cells", "interaction_model": "victims", "interaction": "cells"}
 
 
 @dataclass(frozen=True)
 class Cell:
     """One unit of work of a run."""
 
-    kind: str  # victim | detectors | utility | extraction | detection | ownership_models | ownership
+    kind: str  # victim | detectors | utility | extraction | detection | ownership_models | ownership | interaction_*
     name: str  # the journal key (results.cell_key), unique in a run
     label: str  # what the progress output calls it
     key: str  # content address: a fingerprint of everything that determines the cell's results
@@ -143,6 +148,64 @@ def plan(scenario: Scenario, version: str | None = None) -> list[Cell]:
                               (victim.key, detectors.key), attack=a.id, seed=seed))
     if scenario.ownership:
         cells += _ownership_cells(scenario, victim, [c for c in cells if c.kind == "extraction"], data, version)
+    if scenario.interactions:
+        cells += _interaction_cells(scenario, victim, data, version)
+    return cells
+
+
+def interaction_recipe(scenario: Scenario) -> dict:
+    """The training recipe of every interactions variant (the section's, else the victim's)."""
+    own, victim = scenario.model.interactions.train, scenario.victim.params.train
+    return {"steps": own.steps or victim.steps, "batch_size": own.batch_size or victim.batch_size,
+            "lr": own.lr or victim.lr}
+
+
+def interaction_deployments(scenario: Scenario) -> list[tuple]:
+    """Every deployment of the interactions section as a tuple of members: (), each alone, each pair."""
+    from .scenario import interaction_pairs
+
+    members = scenario.interactions
+    by_id = {m.id: m for m in members}
+    pairs, _ = interaction_pairs(scenario.model.interactions, members)
+    return [()] + [(m,) for m in members] + [(by_id[a], by_id[b]) for a, b in pairs]
+
+
+def _interaction_cells(scenario: Scenario, victim: Cell, data: dict, version: str | None) -> list[Cell]:
+    from .interactions.specs import combination_id
+    from .scenario import extraction_attack
+
+    spec = scenario.model.interactions
+    recipe = interaction_recipe(scenario)
+    models: dict[str, Cell] = {}
+    deployments = interaction_deployments(scenario)
+    for dep in deployments:
+        train = tuple(m for m in dep if m.role == "training")
+        tid = combination_id(train)
+        if tid not in models:
+            models[tid] = Cell("interaction_model", cell_key("interaction_model", tid), f"interactions: train {tid}",
+                               fingerprint({"victim": scenario.victim.to_dict(), "data": data[spec.private],
+                                            "train": [m.to_dict() for m in train], "recipe": recipe,
+                                            "seed": scenario.model.data_seed, "version": version}),
+                               (victim.key,), defence=tid)
+    attack = extraction_attack(scenario)
+    settings = spec.model_dump(mode="json", exclude={"defences", "pairs", "tolerances"})
+    # the detectors and their calibration drive the reject / pow / misinformation members; the first attack seed
+    # seeds the extraction attack
+    common = {"output": [scenario.victim.output, scenario.victim.top_k], "thief": scenario.model.thief.model_dump(
+        mode="json"), "attack": attack.to_dict(), "data": data, "settings": settings, "version": version,
+        "detectors": [d.to_dict() for d in scenario.detectors],
+        "detection": scenario.model.detection.model_dump(mode="json"), "attack_seed": scenario.model.seeds[0]}
+    cells = list(models.values())
+    for dep in deployments:
+        model = models[combination_id(tuple(m for m in dep if m.role == "training"))]
+        did = combination_id(dep)
+        cells.append(Cell("interaction", cell_key("interaction", did), f"interactions: {did}", fingerprint(
+            {**common, "model": model.key, "members": [m.to_dict() for m in dep]}), (victim.key, model.key),
+            defence=did))
+    measured = tuple(c.key for c in cells if c.kind == "interaction")
+    cells.append(Cell("interaction_matrix", cell_key("interaction_matrix", ""), "interactions: conflict matrix",
+                      fingerprint({"deployments": measured, "tolerances": spec.tolerances.model_dump(mode="json"),
+                                   "version": version}), measured, cached=False))
     return cells
 
 

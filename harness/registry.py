@@ -1,4 +1,5 @@
-"""Typed plugin registries: attacks, defences, detectors, victims, data sources, metrics, ownership schemes.
+"""Typed plugin registries: attacks, defences, detectors, victims, data sources, metrics, ownership schemes,
+training-time defences.
 
 A plugin registers itself with a decorator and a pydantic params model::
 
@@ -26,7 +27,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from .capabilities import (AnyCapabilities, AttackCapabilities, Capabilities, DataCapabilities,
                            DefenceCapabilities, DetectorCapabilities, MetricCapabilities, OwnershipCapabilities,
-                           VictimCapabilities)
+                           TrainingCapabilities, VictimCapabilities)
 from .errors import ScenarioError, did_you_mean, shorten
 
 
@@ -201,9 +202,10 @@ victims = Registry("victims", "victim kind", VictimCapabilities)
 data_sources = Registry("data", "data source", DataCapabilities)
 metrics = Registry("metrics", "metric", MetricCapabilities)
 ownership = Registry("ownership", "ownership scheme", OwnershipCapabilities)
+training = Registry("training", "training-time defence", TrainingCapabilities)
 
 REGISTRIES: dict[str, Registry] = {
-    r.kind: r for r in (attacks, defences, detectors, victims, data_sources, metrics, ownership)
+    r.kind: r for r in (attacks, defences, detectors, victims, data_sources, metrics, ownership, training)
 }
 
 # Packages holding the built-in plugins; importing them runs their decorators.
@@ -214,6 +216,7 @@ BUILTIN_PLUGIN_PACKAGES = (
     "stealcheck.detectors",
     "stealcheck.adapters",
     "stealcheck.ownership",
+    "stealcheck.interactions",
 )
 ENTRY_POINT_GROUP = "stealcheck.plugins"
 _loaded = False

@@ -37,6 +37,8 @@ def row_cell_key(kind: str, defence: str, attack: str, seed, scheme: str = "") -
                         else scheme)
     if kind == "detection":
         return cell_key("detection", "", attack, _seed_text(seed))
+    if kind == "conflict":  # the conflict rule's rows belong to the one matrix cell
+        return cell_key("interaction_matrix", "")
     return cell_key(kind, defence, attack, _seed_text(seed))
 
 

@@ -31,7 +31,7 @@ from .plan import plan, planned_cells
 from .progress import CellProgress, TerminalWarnings, show_progress_bars
 from .results import ResultsStore, RunSummary, read_results, read_summary
 from .rundir import discard_run_dir, git_revision, package_versions, resolve_run_dir
-from .scenario import Scenario, complete_scenario
+from .scenario import Scenario, complete_scenario, interaction_deployment_ids
 
 log = logging.getLogger("stealcheck")
 
@@ -174,7 +174,8 @@ def _run(scenario: Scenario, ctx: RunContext, run_dir: Path, resume: bool, quiet
         "cells": {},
     }, previous=previous, clock_start=clock_start)
     # What restored cells put in the summary (the detectors' own reports) stays.
-    summary.update({k: previous[k] for k in ("detectors", "detection", "ownership_models") if k in previous})
+    summary.update({k: previous[k] for k in ("detectors", "detection", "ownership_models", "interaction_models",
+                                             "interactions") if k in previous})
     summary.save()
     outcome = RunOutcome(run_dir, "running")
     try:
@@ -198,7 +199,9 @@ def _run(scenario: Scenario, ctx: RunContext, run_dir: Path, resume: bool, quiet
     finally:
         summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         frame = read_results(run_dir)
-        named = {**summary["defences"], **{d.id: d.plugin for d in scenario.detectors}}
+        named = {**summary["defences"], **{d.id: d.plugin for d in scenario.detectors},
+                 **({d: d for d in interaction_deployment_ids(m.interactions, scenario.interactions)}
+                    if scenario.interactions else {})}
         gates = [evaluate_gate(g, frame, summary["attacks"], named,
                                {a.id: scenario.budgets_of(a) for a in scenario.attacks},
                                {o.id: o.plugin for o in scenario.ownership}) for g in m.expect]
@@ -242,11 +245,18 @@ def _execute(scenario: Scenario, ctx: RunContext, store: ResultsStore, done: set
     return failed
 
 
+#: summary.json entries that several cells add to (one key each), rather than replace
+MERGED_SUMMARY_KEYS = ("interaction_models",)
+
+
 def _record(result: CellResult, store: ResultsStore, summary: RunSummary) -> None:
     """A finished cell's rows, files and summary entries into the run folder; then its journal line."""
     store.append(result.rows)
     for path, arrays in result.arrays.items():
         (store.run_dir / path).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(store.run_dir / path, **arrays)
-    summary.update(result.summary)
+    for path, text in result.files.items():
+        (store.run_dir / path).write_text(text)
+    merged = {k: {**(summary.get(k) or {}), **v} for k, v in result.summary.items() if k in MERGED_SUMMARY_KEYS}
+    summary.update({**result.summary, **merged})
     store.finish_cell(result.name)

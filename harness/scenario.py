@@ -445,6 +445,91 @@ class OwnershipSpec(Strict):
         return v
 
 
+class InteractionTolerances(Strict):
+    """How far a figure may drop in a pair, against the defence alone, before the pair conflicts
+    (fractions: 0.01 = 1 point; epsilon in its own units)."""
+
+    phi_acc: float = Field(0.01, ge=0, le=1, description="accuracy honest users get")
+    robust_accuracy: float = Field(0.05, ge=0, le=1, description="PGD robust accuracy (adversarial training)")
+    mi_advantage: float = Field(0.05, ge=0, le=1, description="membership-inference advantage (DP-SGD; the "
+                                "membership_inference risk)")
+    epsilon: float = Field(0.5, ge=0, description="DP-SGD's epsilon (absolute)")
+    trigger_accuracy: float = Field(0.05, ge=0, le=1, description="the backdoor watermark's trigger accuracy")
+    ownership_confidence: float = Field(0.01, ge=0, le=1, description="1 - p of an ownership scheme's verification")
+    copy_fidelity: float = Field(0.05, ge=0, le=1, description="fidelity of the stolen copy (extraction defences; "
+                                 "the extraction risk)")
+    auroc: float = Field(0.05, ge=0, le=1, description="AUROC of an active defence's detector")
+
+
+class InteractionTraining(Strict):
+    """The one recipe every training-time variant of the victim is trained with (null = the victim's)."""
+
+    steps: int | None = Field(None, gt=0, le=1_000_000, description="optimiser steps (batches)")
+    batch_size: int | None = Field(None, gt=0, le=100_000, description="batch size")
+    lr: float | None = Field(None, gt=0, le=10, description="learning rate (Adam)")
+
+
+class InteractionExtraction(Strict):
+    """The extraction attack every deployment is attacked with (its copy's fidelity, the copies the
+    ownership schemes verify)."""
+
+    attack: str | None = Field(None, description="id of an entry of attacks; null = the first")
+    budget: int | None = Field(None, gt=0, description="a checkpoint of that attack; null = its largest")
+
+
+class InteractionMembership(Strict):
+    """Membership inference (ART MembershipInferenceBlackBox) through the deployed API: the other risk."""
+
+    samples: int = Field(400, ge=20, le=100_000, description="members (the victim's training samples) and "
+                         "non-members (the public set) each; half fit the attack model, half measure it")
+    attack_model: Literal["rf", "gb", "nn"] = Field("rf", description="ART's attack model type")
+
+
+class InteractionRobustness(Strict):
+    """Robust accuracy under ART's ProjectedGradientDescent (L-infinity, white-box on the deployed network)."""
+
+    eps: float = Field(0.1, gt=0, description="L-infinity bound (input units)")
+    eps_step: float = Field(0.02, gt=0, description="step size")
+    max_iter: int = Field(10, ge=1, le=1000, description="iterations")
+    samples: int = Field(200, ge=10, le=100_000, description="test samples attacked")
+
+
+class InteractionsSpec(Strict):
+    """Unintended interactions: every defence alone and every pair of them, measured against each alone."""
+
+    defences: list[Any] = Field(description="members: training-time defences (stealcheck list training), "
+                                "serving-time defences (output perturbations), ownership schemes")
+    pairs: list[list[str]] | None = Field(None, description="pairs of member ids to deploy; null = every pair "
+                                          "that can be deployed together")
+    risks: list[Literal["membership_inference", "evasion", "extraction"]] = Field(
+        default_factory=lambda: ["membership_inference", "evasion", "extraction"],
+        description="other-risk columns, each deployment against no defence")
+    tolerances: InteractionTolerances = Field(default_factory=InteractionTolerances)
+    train: InteractionTraining = Field(default_factory=InteractionTraining)
+    extraction: InteractionExtraction = Field(default_factory=InteractionExtraction)
+    membership: InteractionMembership = Field(default_factory=InteractionMembership)
+    robustness: InteractionRobustness = Field(default_factory=InteractionRobustness)
+    alpha: float = Field(0.01, gt=0, lt=1, description="significance level of the ownership schemes")
+    private: str = Field("victim_train", description="data set the variants train on (the members of membership "
+                         "inference, dataset inference's private samples)")
+    public: str = Field("test", description="data set never trained on (non-members, DI's public samples)")
+    test_samples: int | None = Field(None, gt=0, description="evaluate accuracy on at most this many test samples")
+
+    @field_validator("defences")
+    @classmethod
+    def _some(cls, v: list) -> list:
+        if not v:
+            raise ValueError("give at least one defence")
+        return v
+
+    @field_validator("risks")
+    @classmethod
+    def _distinct(cls, v: list) -> list:
+        if len(set(v)) != len(v):
+            raise ValueError(f"risks must be distinct, got {v}")
+        return v
+
+
 class ScenarioModel(Strict):
     """The top level of a scenario file (plugin sections are validated by their registries)."""
 
@@ -464,6 +549,8 @@ class ScenarioModel(Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     expect: list[Gate] = Field(default_factory=list, description="expectation gates")
     ownership: OwnershipSpec | None = Field(None, description="ownership resolution schemes and their suspects")
+    interactions: InteractionsSpec | None = Field(None, description="defences deployed together: every pair "
+                                                  "against each alone (conflict matrix)")
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @field_validator("name")
@@ -541,6 +628,8 @@ class Scenario:
     detectors: list[PluginRef] = dataclass_field(default_factory=list)
     #: the ownership schemes (empty without an ownership section)
     ownership: list[PluginRef] = dataclass_field(default_factory=list)
+    #: the interactions section's members (stealcheck.interactions.specs.Member; empty without the section)
+    interactions: list[Any] = dataclass_field(default_factory=list)
     #: key path -> line number in the scenario file, to point run-time errors at the right line
     lines: dict[tuple, int] = dataclass_field(default_factory=dict, repr=False, compare=False)
     #: the victim's keys that :func:`complete_scenario` filled in or completed (a remote endpoint's metadata):
@@ -597,6 +686,9 @@ class Scenario:
             "expect": [g.model_dump(mode="json") for g in m.expect],
             **({"ownership": {**m.ownership.model_dump(mode="json"), "schemes": [o.to_dict() for o in self.ownership]}}
                if m.ownership is not None else {}),
+            **({"interactions": {**m.interactions.model_dump(mode="json"),
+                                 "defences": [x.to_dict() for x in self.interactions]}}
+               if m.interactions is not None else {}),
             "output": m.output.model_dump(mode="json"),
         }
 
@@ -695,8 +787,9 @@ def build_scenario(data: Any, source: str | None = None) -> Scenario:
     detectors = [resolve_plugin(registry.detectors, d, f"detectors.{i}") for i, d in enumerate(model.detectors)]
     schemes = [resolve_plugin(registry.ownership, o, f"ownership.schemes.{i}")
                for i, o in enumerate(model.ownership.schemes)] if model.ownership is not None else []
+    members = resolve_members(model.interactions) if model.interactions is not None else []
     for section, refs in (("attacks", attacks), ("defences", defences), ("detectors", detectors),
-                          ("ownership.schemes", schemes)):
+                          ("ownership.schemes", schemes), ("interactions.defences", members)):
         seen: dict[str, int] = {}
         for i, ref in enumerate(refs):
             if ref.id in seen:
@@ -711,8 +804,9 @@ def build_scenario(data: Any, source: str | None = None) -> Scenario:
             names = registry.metrics.names()
             raise ScenarioError(f"unknown metric '{gate.metric}'.{did_you_mean(gate.metric, names)} "
                                 f"Allowed: {', '.join(names)}.", path=f"expect.{i}.metric")
-        for key, refs in (("attack", attacks), ("defence", defences + detectors), ("detector", detectors),
-                          ("scheme", schemes)):
+        deployments = [_Named(d) for d in interaction_deployment_ids(model.interactions, members)] if members else []
+        for key, refs in (("attack", attacks), ("defence", defences + detectors + deployments),
+                          ("detector", detectors), ("scheme", schemes)):
             sel = getattr(gate, key)
             if key == "attack" and gate.scheme is not None and sel is not None and is_ownership_suspect(sel):
                 continue  # an ownership gate may select the victim, an independent model or the false claims
@@ -732,7 +826,7 @@ def build_scenario(data: Any, source: str | None = None) -> Scenario:
             if gate.budget not in known:
                 raise ScenarioError(f"budget {gate.budget} is not a checkpoint of the attacks this gate selects "
                                     f"({known}).", path=f"expect.{i}.budget")
-    scenario = Scenario(model, victim, data_refs, attacks, defences, source, data, detectors, schemes)
+    scenario = Scenario(model, victim, data_refs, attacks, defences, source, data, detectors, schemes, members)
     check_scenario(scenario)
     return scenario
 
@@ -843,6 +937,7 @@ def check_scenario(scenario: Scenario) -> None:
     _check_thief(scenario)
     _check_detection(scenario)
     _check_ownership(scenario)
+    _check_interactions(scenario)
     _check_output_folders(scenario)
     _check_query_memory(scenario)
     attacker = scenario.data.get("attacker")
@@ -1061,3 +1156,157 @@ def _check_ownership(scenario: Scenario) -> None:
             if b not in known:
                 raise ScenarioError(f"budget {b} is not a checkpoint of any attack ({known}).",
                                     path=f"ownership.budgets.{j}")
+
+
+# ---------------------------------------------------------------- interactions
+
+
+@dataclass(frozen=True)
+class _Named:
+    """A deployment id where a gate's selector looks for defence ids (id = plugin = the deployment)."""
+
+    id: str
+
+    @property
+    def plugin(self) -> str:
+        return self.id
+
+
+def resolve_members(spec: InteractionsSpec) -> list:
+    """The members of interactions.defences: each looked up among the training-time defences, the ownership
+    schemes and the serving-time defences (in that order), its params validated."""
+    from .interactions.specs import Member
+
+    registry.load_plugins()
+    out = []
+    for i, item in enumerate(spec.defences):
+        path = f"interactions.defences.{i}"
+        _, name, _ = split_plugin_item(item, path)
+        regs = [r for r in (registry.training, registry.ownership, registry.defences) if name in r]
+        if not regs:
+            known = sorted(set(registry.training.names()) | set(registry.ownership.names())
+                           | set(registry.defences.names()) - {"none"})
+            raise ScenarioError(f"unknown defence '{name}'.{did_you_mean(name, known)} Allowed: training-time "
+                                f"defences ({', '.join(registry.training.names())}), ownership schemes "
+                                f"({', '.join(registry.ownership.names())}) and output perturbations "
+                                "(stealcheck list defences).", path=path)
+        reg = regs[0]
+        ref = resolve_plugin(reg, item, path)
+        if reg is registry.training:
+            member = Member(ref.id, ref.plugin, "training", ref.params, "training", f"training:{ref.plugin}",
+                            tuple(reg.get(ref.plugin).caps.metrics))
+        elif reg is registry.ownership:
+            where = reg.get(ref.plugin).caps.embeds(ref.params)
+            figures = ("trigger_accuracy",) if ref.plugin == "backdoor" else ("ownership_confidence",)
+            role, slot = {"training": ("training", "training:mark"), "oracle": ("serving", "serving:mark"),
+                          None: ("check", "check")}[where]
+            member = Member(ref.id, ref.plugin, "ownership", ref.params, role, slot, figures)
+        else:
+            if ref.plugin == "none":
+                raise ScenarioError("'none' is not a defence to pair: the undefended deployment is always measured "
+                                    "(the other-risk columns' baseline).", path=path)
+            if reg.get(ref.plugin).caps.needs_detector:
+                member = Member(ref.id, ref.plugin, "defences", ref.params, "serving", "serving:active",
+                                ("copy_fidelity", "auroc"))
+            else:
+                member = Member(ref.id, ref.plugin, "defences", ref.params, "serving", "serving:answers",
+                                ("copy_fidelity",))
+        out.append(member)
+    return out
+
+
+def interaction_pairs(spec: InteractionsSpec, members: list) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """(pairs to deploy, skipped pair -> why it cannot be deployed). Explicit pairs that cannot be deployed
+    are errors; with ``pairs: null`` such pairs are skipped (the matrix says why)."""
+    from .interactions.specs import pair_problem
+
+    by_id = {m.id: m for m in members}
+    order = {m.id: i for i, m in enumerate(members)}
+    if spec.pairs is None:
+        pairs, skipped = [], {}
+        for i, a in enumerate(members):
+            for b in members[i + 1:]:
+                problem = pair_problem(a, b)
+                if problem:
+                    skipped[f"{a.id}+{b.id}"] = problem
+                else:
+                    pairs.append((a.id, b.id))
+        return pairs, skipped
+    pairs, seen = [], set()
+    for i, pair in enumerate(spec.pairs):
+        path = f"interactions.pairs.{i}"
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ScenarioError(f"a pair names two different members, got {short_repr(pair)}.", path=path)
+        for j, name in enumerate(pair):
+            if name not in by_id:
+                raise ScenarioError(f"no member '{name}' in interactions.defences.{did_you_mean(name, list(by_id))} "
+                                    f"Members: {', '.join(by_id)}.", path=f"{path}.{j}")
+        a, b = sorted(pair, key=order.get)
+        if (a, b) in seen:
+            raise ScenarioError(f"the pair {a} + {b} is listed twice.", path=path)
+        seen.add((a, b))
+        problem = pair_problem(by_id[a], by_id[b])
+        if problem:
+            raise ScenarioError(f"{a} and {b} cannot be deployed as a pair: {problem}.", path=path)
+        pairs.append((a, b))
+    return pairs, {}
+
+
+def interaction_deployment_ids(spec: InteractionsSpec, members: list) -> list[str]:
+    """Every deployment id the section measures: 'none', each member alone, each pair 'a+b'."""
+    pairs, _ = interaction_pairs(spec, members)
+    return ["none"] + [m.id for m in members] + [f"{a}+{b}" for a, b in pairs]
+
+
+def _check_interactions(scenario: Scenario) -> None:
+    """The interactions section fits the victim, the data and the attacks."""
+    spec = scenario.model.interactions
+    if spec is None:
+        return
+    if scenario.victim.kind != "torch":
+        raise ScenarioError(f"the interactions section trains variants of a PyTorch victim (DP-SGD, adversarial "
+                            f"training, watermarks); this victim is '{scenario.victim.kind}' (use kind: torch).",
+                            path="interactions")
+    if scenario.victim.params.weights is not None:
+        raise ScenarioError("the interactions section trains every variant of the victim from data.victim_train; "
+                            "a victim given by its weights cannot be retrained with DP-SGD or adversarial training "
+                            "(set weights: null).", path="victim.weights")
+    if not scenario.model.output.cache_cells:
+        raise ScenarioError("the interactions matrix reads each deployment's results from the cache, so "
+                            "output.cache_cells must be true.", path="output.cache_cells")
+    interaction_pairs(spec, scenario.interactions)
+    for i, m in enumerate(scenario.interactions):
+        if m.slot == "serving:active":
+            _check_score_detector(scenario, m.params.detector, f"interactions member '{m.id}' is driven by",
+                                  f"interactions.defences.{i}")
+    data = list(scenario.data)
+    for key in ("private", "public"):
+        role = getattr(spec, key)
+        if role not in scenario.data:
+            raise ScenarioError(f"interactions.{key} names the data set '{role}', which data does not define."
+                                f"{did_you_mean(role, data)} Defined: {', '.join(data)}.", path=f"interactions.{key}")
+        source = scenario.data[role].source
+        if not registry.data_sources.get(source).caps.labelled:
+            raise ScenarioError(f"interactions.{key}: data set '{role}' ({source}) has no labels.",
+                                path=f"interactions.{key}")
+    if spec.private == spec.public:
+        raise ScenarioError(f"interactions.private and interactions.public both name '{spec.private}': membership "
+                            "inference and dataset inference compare the members with non-members, so they must be "
+                            "different data sets.", path="interactions.public")
+    attack = extraction_attack(scenario)
+    if attack is None:
+        ids = [a.id for a in scenario.attacks]
+        raise ScenarioError(f"no attack '{spec.extraction.attack}' in this scenario."
+                            f"{did_you_mean(spec.extraction.attack, ids)} Known: {', '.join(ids)}.",
+                            path="interactions.extraction.attack")
+    if spec.extraction.budget is not None and spec.extraction.budget not in scenario.budgets_of(attack):
+        raise ScenarioError(f"budget {spec.extraction.budget} is not a checkpoint of attack '{attack.id}' "
+                            f"({scenario.budgets_of(attack)}).", path="interactions.extraction.budget")
+
+
+def extraction_attack(scenario: Scenario) -> PluginRef | None:
+    """The attack the interactions section steals each deployment with."""
+    wanted = scenario.model.interactions.extraction.attack
+    if wanted is None:
+        return scenario.attacks[0]
+    return next((a for a in scenario.attacks if a.id == wanted), None)

@@ -109,6 +109,12 @@ def report_context(summary: Mapping[str, Any], frame: pd.DataFrame,
     ownership = ownership_section(frame, summary)
     if ownership:
         data.other_kinds.pop("ownership", None)
+    from .interactions import section as interactions_section
+
+    interactions = interactions_section(summary)
+    if interactions:
+        for kind in ("interaction", "conflict"):
+            data.other_kinds.pop(kind, None)
     colours = plots.defence_colours(data.defences, data.baseline)
     victim = as_dict(summary.get("victim"))
     timings = timing_note(summary)
@@ -126,6 +132,7 @@ def report_context(summary: Mapping[str, Any], frame: pd.DataFrame,
         "detection": detection,
         "active": active_defences_table(data, summary),
         "ownership": ownership,
+        "interactions": interactions,
         "full_table": full_table(data),
         "glossary": glossary(data.extraction_metrics + data.utility_metrics),
         "other_kinds": data.other_kinds,

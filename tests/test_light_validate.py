@@ -34,7 +34,8 @@ def _heavy_imports(argv: list[str]) -> list[str]:
     return [m for m in line[len("HEAVY:"):].strip().split(",") if m]
 
 
-@pytest.mark.parametrize("scenario", ["quickstart", "same_mnist", "tramer_tabular", "tramer_tree", "ownership_mnist"])
+@pytest.mark.parametrize("scenario", ["quickstart", "same_mnist", "tramer_tabular", "tramer_tree", "ownership_mnist",
+                                      "interactions_mnist"])
 def test_validate_imports_no_heavy_module(scenario):
     assert _heavy_imports(["validate", scenario]) == []
 

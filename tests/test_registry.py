@@ -221,7 +221,8 @@ def test_plugins_have_kind_specific_entry_points():
     for info in registry.victims.items():
         assert callable(getattr(info.obj, "build", None)), info.name
     for info in registry.metrics.items():
-        assert info.caps.scope in ("extraction", "utility", "service", "detection", "detector", "ownership"), info.name
+        assert info.caps.scope in ("extraction", "utility", "service", "detection", "detector", "ownership",
+                                   "interaction"), info.name
         assert callable(info.obj)
     for info in registry.data_sources.items():
         assert callable(info.obj)
