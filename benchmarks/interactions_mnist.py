@@ -11,7 +11,7 @@ The talk's table comes from MNIST, FMNIST and CIFAR-10 models trained to converg
 width-8 conv3 trained for 300 steps of 32 on 2,500 MNIST digits on a CPU, so a cell we do not reproduce
 says what happens at this scale, not that the talk is wrong.
 
-    python benchmarks/interactions_mnist.py                 # run interactions_mnist (~20-30 min on 2 cores)
+    python benchmarks/interactions_mnist.py                 # run interactions_mnist (232 s on 2 idle cores)
     python benchmarks/interactions_mnist.py --from-run runs/interactions_mnist/<stamp>
 """
 
@@ -47,7 +47,7 @@ def _cell(matrix: dict, a: str, b: str) -> dict | None:
 
 
 def report(run_dir: Path) -> None:
-    from stealcheck.interactions.conflicts import format_matrix
+    from stealcheck.interactions.conflicts import build_matrix, cell_text, format_matrix
 
     matrix = json.loads((run_dir / "interactions.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -57,6 +57,17 @@ def report(run_dir: Path) -> None:
           "points; risk columns: up / down / = against no defence)\n")
     print(format_matrix(matrix))
     print("\nTolerances:", ", ".join(f"{k} {v:g}" for k, v in matrix["tolerances"].items()))
+    # the same figures under the other accuracy reference: which pairs conflict beyond their members' own costs
+    other = "costlier" if matrix.get("accuracy_reference", "better") == "better" else "better"
+    pairs = [(c["a"], c["b"]) for c in matrix["pairs"].values() if c["status"] not in ("cannot combine", "missing")]
+    skipped = {p: c.get("reason", "") for p, c in matrix["pairs"].items() if c["status"] == "cannot combine"}
+    alt = build_matrix(matrix["members"], matrix["figures"], matrix["tolerances"], matrix["risks"], pairs, skipped,
+                       other)
+    print(f"\nWith accuracy_reference: {other} (phi_ACC against the {other} member alone), the conflicts are:")
+    for pid in alt["conflicts"]:
+        print(f"- {pid}: {cell_text(alt['pairs'][pid])}")
+    if not alt["conflicts"]:
+        print("- none")
     figures = matrix["figures"]
     cols = ("phi_acc", "robust_accuracy", "mi_advantage", "copy_fidelity", "epsilon")
     print("\nEach deployment's figures (alone, and the pairs of the talk's cells)\n")

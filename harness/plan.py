@@ -188,7 +188,7 @@ def _interaction_cells(scenario: Scenario, victim: Cell, data: dict, version: st
                                             "seed": scenario.model.data_seed, "version": version}),
                                (victim.key,), defence=tid)
     attack = extraction_attack(scenario)
-    settings = spec.model_dump(mode="json", exclude={"defences", "pairs", "tolerances"})
+    settings = spec.model_dump(mode="json", exclude={"defences", "pairs", "tolerances", "accuracy_reference"})
     # the detectors and their calibration drive the reject / pow / misinformation members; the first attack seed
     # seeds the extraction attack
     common = {"output": [scenario.victim.output, scenario.victim.top_k], "thief": scenario.model.thief.model_dump(
@@ -205,6 +205,7 @@ def _interaction_cells(scenario: Scenario, victim: Cell, data: dict, version: st
     measured = tuple(c.key for c in cells if c.kind == "interaction")
     cells.append(Cell("interaction_matrix", cell_key("interaction_matrix", ""), "interactions: conflict matrix",
                       fingerprint({"deployments": measured, "tolerances": spec.tolerances.model_dump(mode="json"),
+                                   "accuracy_reference": spec.accuracy_reference,
                                    "version": version}), measured, cached=False))
     return cells
 

@@ -510,6 +510,10 @@ class InteractionsSpec(Strict):
     membership: InteractionMembership = Field(default_factory=InteractionMembership)
     robustness: InteractionRobustness = Field(default_factory=InteractionRobustness)
     alpha: float = Field(0.01, gt=0, lt=1, description="significance level of the ownership schemes")
+    accuracy_reference: Literal["better", "costlier"] = Field(
+        "better", description="phi_ACC of a pair is judged against the better of its members alone (the talk's rule: "
+        "a member that costs accuracy alone conflicts with every other) or against the costlier one (only what the "
+        "combination costs beyond its members' own costs)")
     private: str = Field("victim_train", description="data set the variants train on (the members of membership "
                          "inference, dataset inference's private samples)")
     public: str = Field("test", description="data set never trained on (non-members, DI's public samples)")

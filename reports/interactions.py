@@ -57,4 +57,4 @@ def section(summary: Mapping[str, Any]) -> dict | None:
                if c["status"] == "cannot combine"]
     tol = ", ".join(f"{k} {v:g}" for k, v in m["tolerances"].items())
     return {"header": header, "rows": rows, "columns": columns, "table": table, "skipped": skipped,
-            "tolerances": tol, "conflicts": m["conflicts"]}
+            "tolerances": tol, "conflicts": m["conflicts"], "accuracy_reference": m.get("accuracy_reference", "better")}

@@ -43,6 +43,13 @@ def test_accuracy_is_judged_against_each_defence_alone():
     # 1.5 points below the better one alone: a conflict on phi_ACC only
     out = judge_pair(WM, DP, alone_wm, close, {**pair, "phi_acc": 0.975}, TOL)
     assert out["status"] == "conflict" and [c["phi"] for c in out["failed"]] == ["phi_ACC"]
+    # accuracy_reference "costlier": only what the pair costs beyond DP's own 8 points (0.5 here: no conflict)
+    out = judge_pair(WM, DP, alone_wm, alone_dp, pair, TOL, "costlier")
+    assert out["status"] == "ok"
+    acc = next(c for c in out["checked"] if c["phi"] == "phi_ACC")
+    assert acc["against"] == "dp" and acc["drop"] == pytest.approx(0.005)
+    out = judge_pair(WM, DP, alone_wm, alone_dp, {**pair, "phi_acc": 0.895}, TOL, "costlier")
+    assert [c["phi"] for c in out["failed"]] == ["phi_ACC"]
 
 
 def test_each_defence_is_judged_on_its_own_figures_in_their_bad_direction():
@@ -90,7 +97,9 @@ def test_matrix_layout_json_and_gate_rows():
                "dp": {"phi_acc": 0.95, "epsilon": 4.0, "mi_advantage": 0.0},
                "wm+dp": {"phi_acc": 0.93, "trigger_accuracy@wm": 0.2, "epsilon": 4.0, "mi_advantage": 0.0}}
     m = build_matrix([WM, DP], figures, TOL, ["membership_inference"], [("wm", "dp")], {})
-    assert m["conflicts"] == ["wm+dp"]
+    assert m["conflicts"] == ["wm+dp"] and m["accuracy_reference"] == "better"
+    costlier = build_matrix([WM, DP], figures, TOL, ["membership_inference"], [("wm", "dp")], {}, "costlier")
+    assert [c["phi"] for c in costlier["pairs"]["wm+dp"]["failed"]] == ["phi_ACC", "phi_WM"]  # 2 points below DP
     text = format_matrix(m)
     assert "| wm | X | phi_ACC -6.0, phi_WM -80.0 |" in text  # against the watermark alone (0.99)
     json.dumps(m)  # the matrix is JSON as it is
@@ -247,6 +256,7 @@ def test_every_pairing_the_schema_accepts_runs(scenario_dict, write_yaml, tmp_pa
     ({"defences": [{"dp_sgd": {"noise_multiplier": None}}]}, "interactions.defences.0", ["target_epsilon"]),
     ({"extraction": {"budget": 300}}, "interactions.extraction.budget", ["not a checkpoint"]),
     ({"public": "nope"}, "interactions.public", ["'nope'"]),
+    ({"accuracy_reference": "best"}, "interactions.accuracy_reference", ["better", "costlier"]),
     ({"public": "victim_train"}, "interactions.public", ["both name 'victim_train'", "different data sets"]),
     ({"tolerances": {"phi_ac": 0.01}}, "interactions.tolerances", ["phi_ac"]),
 ])

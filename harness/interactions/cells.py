@@ -371,7 +371,7 @@ def matrix_of(w: Any) -> dict:
     pairs, skipped = interaction_pairs(spec, sc.interactions)
     members = [{**m.to_dict(), "symbols": [m.symbol(f) for f in m.figures]} for m in sc.interactions]
     tolerances = spec.tolerances.model_dump()
-    matrix = build_matrix(members, figures, tolerances, list(spec.risks), pairs, skipped)
+    matrix = build_matrix(members, figures, tolerances, list(spec.risks), pairs, skipped, spec.accuracy_reference)
     matrix["figure_docs"] = {k: {"symbol": f.symbol, "higher_is_better": f.higher_is_better, "doc": f.doc}
                              for k, f in FIGURES.items()}
     return matrix

@@ -4,7 +4,8 @@ A pair A + B **conflicts** when deploying both costs more than the tolerance on
 
 - phi_ACC: the pair's accuracy against A alone and against B alone, i.e. against the better of the two (the
   talk's rule: an ownership check that leaves the model as it is conflicts with DP on accuracy when DP costs
-  more than the tolerance), or
+  more than the tolerance), or with ``accuracy_reference: costlier`` against the costlier of the two (what the
+  combination costs beyond its members' own costs), or
 - any of A's own figures against A alone, or any of B's own figures against B alone,
 
 each drop counted in the figure's bad direction (a lower robust accuracy, a higher MI advantage, a higher
@@ -39,9 +40,11 @@ def drop(figure: str, reference: float, value: float) -> float:
     return (reference - value) if FIGURES[figure].higher_is_better else (value - reference)
 
 
-def judge_pair(a: dict, b: dict, alone_a: dict, alone_b: dict, pair: dict, tolerances: dict[str, float]) -> dict:
+def judge_pair(a: dict, b: dict, alone_a: dict, alone_b: dict, pair: dict, tolerances: dict[str, float],
+               accuracy_reference: str = "better") -> dict:
     """The conflict rule for one pair. ``a``/``b``: members ({id, figures, symbols}); ``alone_*``/``pair``:
-    figures of each deployment. Returns {status: conflict | ok | undecided, failed: [...], checked: [...]}."""
+    figures of each deployment; ``accuracy_reference``: phi_ACC against the ``better`` or the ``costlier`` member
+    alone. Returns {status: conflict | ok | undecided, failed: [...], checked: [...]}."""
     checked, undecided = [], []
 
     def check(figure: str, symbol: str, key: str, reference: float, against: str) -> None:
@@ -56,10 +59,10 @@ def judge_pair(a: dict, b: dict, alone_a: dict, alone_b: dict, pair: dict, toler
 
     acc_a, acc_b = alone_a.get("phi_acc"), alone_b.get("phi_acc")
     if _finite(acc_a) and _finite(acc_b):
-        # against each defence alone, so against the better of the two: a pair whose accuracy falls more than
-        # the tolerance below either member alone conflicts (as the talk's DI x DP cell: DI alone leaves the model
-        # as it is, DP costs accuracy)
-        ref, against = (acc_a, a["id"]) if acc_a >= acc_b else (acc_b, b["id"])
+        # "better": against each defence alone, so against the better of the two (the talk's DI x DP cell: DI
+        # alone leaves the model as it is, DP costs accuracy); "costlier": only the combination's own cost
+        better = acc_a >= acc_b if accuracy_reference == "better" else acc_a <= acc_b
+        ref, against = (acc_a, a["id"]) if better else (acc_b, b["id"])
     else:
         ref, against = float("nan"), ""
     check("phi_acc", "phi_ACC", "phi_acc", ref, against)
@@ -83,7 +86,7 @@ def risk_change(risk: str, baseline: float, value: float, tolerance: float) -> d
 
 
 def build_matrix(members: list[dict], figures: dict[str, dict], tolerances: dict[str, float], risks: list[str],
-                 pairs: list[tuple[str, str]], skipped: dict[str, str]) -> dict:
+                 pairs: list[tuple[str, str]], skipped: dict[str, str], accuracy_reference: str = "better") -> dict:
     """The conflict matrix: ``members`` in declaration order ({id, plugin, role, figures, symbols}),
     ``figures``: deployment id ('none', a member id, 'a+b') -> its figures, ``pairs``: the pairs run,
     ``skipped``: 'a+b' -> why that pair cannot be deployed."""
@@ -95,7 +98,7 @@ def build_matrix(members: list[dict], figures: dict[str, dict], tolerances: dict
             cells[pid] = {"a": a, "b": b, "status": "missing", "failed": [], "checked": [], "undecided": []}
             continue
         cells[pid] = {"a": a, "b": b, **judge_pair(by_id[a], by_id[b], figures[a], figures[b], figures[pid],
-                                                   tolerances)}
+                                                   tolerances, accuracy_reference)}
     for pid, reason in skipped.items():
         a, _, b = pid.partition("+")
         cells[pid] = {"a": a, "b": b, "status": "cannot combine", "reason": reason, "failed": [], "checked": []}
@@ -106,7 +109,8 @@ def build_matrix(members: list[dict], figures: dict[str, dict], tolerances: dict
             risk_cells[deployment] = {r: risk_change(r, baseline.get(RISKS[r], float("nan")),
                                                      figures[deployment].get(RISKS[r], float("nan")),
                                                      tolerances[RISKS[r]]) for r in risks}
-    return {"members": members, "tolerances": tolerances, "risks": risks, "figures": figures, "pairs": cells,
+    return {"members": members, "tolerances": tolerances, "accuracy_reference": accuracy_reference, "risks": risks,
+            "figures": figures, "pairs": cells,
             "risk_cells": risk_cells, "conflicts": sorted(p for p, c in cells.items() if c["status"] == "conflict")}
 
 
