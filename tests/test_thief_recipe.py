@@ -58,7 +58,7 @@ def test_augmented_fit_learns_the_queried_labels_of_images():
     spec = ThiefSpec(epochs=5, min_steps=150, max_steps=150, batch_size=32, augment=True)
     thief = make_thief(spec, "conv3", {"width": 4}, (1, 12, 12), 2, (0.0, 1.0), 0)
     thief.fit(x, y, batch_size=32, nb_epochs=5)
-    assert thief.steps_trained == 150 and thief.train_seconds > 0
+    assert thief.steps_trained == 150
     assert np.mean(thief.predict_proba(x).argmax(1) == y) > 0.95
 
 
