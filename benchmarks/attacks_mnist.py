@@ -160,7 +160,7 @@ def pool_attacks(args) -> None:
         return
     wide, summary, wall = _run_pool(_pool_scenario(["none"], seeds, budgets, strategies), base / "undefended",
                                    args.workers)
-    report_undefended(wide, summary, wall, seeds, budgets, attacks, base)
+    report_undefended(wide, summary, wall, seeds, budgets, attacks, base / "undefended")
     if defended_seeds:
         _defended(wide, base, defended_seeds, budgets, strategies, attacks, args.workers)
 
@@ -174,7 +174,8 @@ def from_runs(folders: list[Path], budgets: list[int], attacks: list[str]) -> No
     seeds = sorted(int(s) for s in undefended["seed"].unique())
     budgets = [b for b in budgets if b in set(undefended["budget"])]
     summary = parts[0][1]
-    report_undefended(undefended, summary, float("nan"), seeds, budgets, attacks, Path(", ".join(map(str, folders))))
+    shown = Path(", ".join(map(str, folders)))
+    report_undefended(undefended, summary, float("nan"), seeds, budgets, attacks, shown)
     defended = wide[wide["defence"] != "none"]
     if len(defended):
         dseeds = sorted(int(s) for s in defended["seed"].unique())
@@ -193,7 +194,7 @@ def report_undefended(wide: pd.DataFrame, summary: dict, wall: float, seeds: lis
     print(f"thief: {thief['architecture']} {thief['arch_params']}, epochs {thief['epochs']}, steps "
           f"[{thief['min_steps']}, {thief['max_steps']}], lr {thief['lr']}, augment {thief['augment']}, unlabelled "
           f"{thief['unlabelled']}, warm_start {thief['warm_start']}")
-    print(f"undefended: seeds {seeds}, wall time {wall:.0f} s (run folder {base / 'undefended'})")
+    print(f"undefended: seeds {seeds}, wall time {_secs(wall)} (run folder {base})")
     agg = wide.groupby(["attack", "budget"]).agg(fid=("fidelity", "mean"), sd=("fidelity", "std"),
                                                   lo=("fidelity", "min"), hi=("fidelity", "max"),
                                                   acc=("accuracy", "mean"), secs=("ckpt_seconds", "mean"),
@@ -237,14 +238,14 @@ def _defended(wide: pd.DataFrame | None, base: Path, defended_seeds: list[int], 
               strategies: list[str], attacks: list[str], workers: int | None) -> None:
     dwide, _, dwall = _run_pool(_pool_scenario([REVERSE_SIGMOID, "label_only"], defended_seeds, budgets, strategies),
                                 base / "defended", workers)
-    report_defended(dwide, dwall, wide, defended_seeds, budgets, attacks, base)
+    report_defended(dwide, dwall, wide, defended_seeds, budgets, attacks, base / "defended")
 
 
 def report_defended(dwide: pd.DataFrame, dwall: float, wide: pd.DataFrame | None, defended_seeds: list[int],
                     budgets: list[int], attacks: list[str], base: Path) -> None:
     """Fidelity against reverse sigmoid and label-only beside the undefended one (same seeds), s/ckpt of each."""
     print()
-    print(f"defended: seeds {defended_seeds}, wall time {dwall:.0f} s (run folder {base / 'defended'}); fidelity "
+    print(f"defended: seeds {defended_seeds}, wall time {_secs(dwall)} (run folder {base}); fidelity "
           f"(mean over seeds) undefended | reverse_sigmoid(beta 1, gamma 0.2) | label_only, s/ckpt of each")
     dagg = dwide.groupby(["defence", "attack", "budget"]).agg(fid=("fidelity", "mean"),
                                                             secs=("ckpt_seconds", "mean")).reset_index()
@@ -264,6 +265,11 @@ def report_defended(dwide: pd.DataFrame, dwall: float, wide: pd.DataFrame | None
 
             print(f"{a:24s} {b:6d} {undefended.get((a, b), float('nan')):7.3f} {cell(rs, 'fid'):9.3f} "
                   f"{cell(rs, 'secs'):7.1f} {cell(lo, 'fid'):7.3f} {cell(lo, 'secs'):7.1f}")
+
+
+def _secs(seconds: float) -> str:
+    """A wall time, or what --from-runs cannot know."""
+    return f"{seconds:.0f} s" if np.isfinite(seconds) else "not measured here (--from-runs)"
 
 
 def _id(item) -> str:
