@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from stealcheck import registry
 from stealcheck.attacks.art_extraction import KnockoffParams, knockoff_pool
 from stealcheck.attacks.base import AttackContext
 from stealcheck.datasets import Dataset
