@@ -11,7 +11,7 @@ The talk's table comes from MNIST, FMNIST and CIFAR-10 models trained to converg
 width-8 conv3 trained for 300 steps of 32 on 2,500 MNIST digits on a CPU, so a cell we do not reproduce
 says what happens at this scale, not that the talk is wrong.
 
-    python benchmarks/interactions_mnist.py                 # run interactions_mnist (232 s on 2 idle cores)
+    python benchmarks/interactions_mnist.py                 # run interactions_mnist (105-232 s on 2 idle cores)
     python benchmarks/interactions_mnist.py --from-run runs/interactions_mnist/<stamp>
 """
 
