@@ -150,7 +150,11 @@ def train_variant(net: Any, x: np.ndarray, y: np.ndarray, *, nb_classes: int, in
                                        verbose=False)
         AdversarialTrainer(classifier, attacks=pgd, ratio=adversarial.ratio).fit_generator(batches, nb_epochs=1)
     else:
-        classifier.fit_generator(batches, nb_epochs=1)
+        # what ART's generic fit_generator does (one fit per batch), without its progress bar, which it cannot
+        # turn off and which would cut through the run's own progress display
+        for _ in range(steps):
+            xb, yb = batches.get_batch()
+            classifier.fit(xb, yb, nb_epochs=1, batch_size=batch_size, verbose=False)
     net.eval()
     if engine is not None:
         info["epsilon"] = float(engine.get_epsilon(dp.delta))
