@@ -78,6 +78,9 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, resum
     held = logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1)  # flushed by hand
     log.addHandler(held)
     log.setLevel(logging.INFO)
+    # The run's own handlers say where its records go: a library that configures the root logger at import
+    # (Opacus calls logging.basicConfig) must not echo every INFO line of run.log onto the terminal.
+    propagated, log.propagate = log.propagate, False
     terminal = TerminalWarnings()
     log.addHandler(terminal)
     # Libraries' warnings (e.g. scikit-learn's ConvergenceWarning) go to run.log, not the terminal.
@@ -119,6 +122,7 @@ def run_scenario(scenario: Scenario, *, out_dir: str | Path | None = None, resum
         raise
     finally:
         _close_log(held, handler, terminal)
+        log.propagate = propagated
         logging.captureWarnings(False)
 
 
