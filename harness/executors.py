@@ -117,10 +117,14 @@ def _remote(ctx: RunContext, cell: Cell, retries: int, *deps: CellResult) -> Cel
     records = _Collect()
     log.addHandler(records)
     log.setLevel(logging.INFO)
+    # the records go to the driver's run.log only, not through a root handler a library installed in the
+    # worker (as runner.run_scenario does in the driver)
+    propagated, log.propagate = log.propagate, False
     try:
         result = attempt(ctx, cell, retries, [d.name for d in deps if d.error is not None])
     finally:
         log.removeHandler(records)
+        log.propagate = propagated
     result.logs = records.records
     return result
 

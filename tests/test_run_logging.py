@@ -28,3 +28,27 @@ def test_run_records_do_not_reach_a_root_handler(tmp_path):
     assert "fidelity" in run_log  # the records were written, to the run's own log
     assert stream.getvalue() == ""
     assert stealcheck_log.propagate == before  # restored for code outside the run
+
+
+def test_a_dask_cell_keeps_its_records_for_the_driver_only(monkeypatch):
+    """In a Dask worker a cell's records are collected for the driver's run.log, and do not reach a root
+    handler either (a worker that imported Opacus has one)."""
+    from stealcheck import executors
+    from stealcheck.cells import CellResult
+
+    def attempt(ctx, cell, retries, failed):
+        logging.getLogger("stealcheck").info("cell says hello")
+        return CellResult(name="cell", label="cell")
+
+    monkeypatch.setattr(executors, "attempt", attempt)
+    stream = io.StringIO()
+    root_handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(root_handler)
+    try:
+        result = executors._remote(None, None, 0)
+    finally:
+        root.removeHandler(root_handler)
+    assert result.logs == [(logging.INFO, "cell says hello")]
+    assert stream.getvalue() == ""
+    assert logging.getLogger("stealcheck").propagate is True
